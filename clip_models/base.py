@@ -1,0 +1,117 @@
+"""The one interface every Med-FM backbone offers the trainers.
+
+A trainer never branches on the model: prompt learning (CoOp, BAPLe), zero-shot and full
+fine-tuning only call what is declared here. Model files implement the abstract methods and
+register themselves with ``@register_backbone("<name>")`` (see ``clip_models/registry.py``).
+
+Conventions
+- Images enter in [0, 1] pixel space, shape [B, 3, H, W] with H = W = ``image_size``; each
+  backbone normalises with its own mean/std *inside* ``encode_image``, so a trigger added by a
+  trainer lives in pixel space.
+- Text enters as token ids padded to ``context_length``. Every tokenizer puts exactly one
+  start token (SOT / [CLS]) first, so for the template ``"X X ... X <class name>."`` the
+  ``n_ctx`` placeholder tokens sit at positions 1..n_ctx; ``placeholder`` is a word the
+  tokenizer maps to exactly one token.
+- Features are returned unnormalised, in the joint embedding space (``embed_dim``).
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+
+@dataclass
+class TokenizedText:
+    """Token ids of a batch of texts, padded to the backbone's context length."""
+
+    input_ids: torch.Tensor  # [N, L] long
+    attention_mask: torch.Tensor  # [N, L] long, 1 on real tokens (special tokens included)
+
+    @property
+    def lengths(self):
+        """Number of real tokens per text (the end token included)."""
+        return self.attention_mask.sum(dim=1)
+
+    def to(self, device):
+        return TokenizedText(self.input_ids.to(device), self.attention_mask.to(device))
+
+
+class MedFMBackbone(nn.Module):
+    """A frozen-able CLIP-style model: image tower, text tower, projections and logit scale."""
+
+    name = ""
+    placeholder = "X"
+
+    # Set by each model in __init__.
+    image_size: int
+    image_mean: tuple
+    image_std: tuple
+    context_length: int  # maximum number of text tokens, specials included
+    ctx_dim: int  # width of the token embeddings that learnable context vectors replace
+    embed_dim: int  # width of the joint image-text space
+
+    # True when running the text tower on prompts cut to their longest real length gives the same
+    # features as on the padded context (causal towers pooled at the end token; BERT with a mask).
+    exact_under_truncation = True
+
+    def __init__(self):
+        super().__init__()
+        # Trainers may switch this off (e.g. a benchmark's "before" measurement).
+        self.truncate_prompts = self.exact_under_truncation
+        self.register_buffer("_pixel_mean", torch.zeros(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_pixel_std", torch.ones(1, 3, 1, 1), persistent=False)
+
+    def _set_normalisation(self, mean, std):
+        self.image_mean, self.image_std = tuple(mean), tuple(std)
+        self._pixel_mean.copy_(torch.tensor(mean).view(1, 3, 1, 1))
+        self._pixel_std.copy_(torch.tensor(std).view(1, 3, 1, 1))
+
+    def normalize(self, images):
+        return (images - self._pixel_mean.to(images.dtype)) / self._pixel_std.to(images.dtype)
+
+    # ---- image side -------------------------------------------------------------------------
+    def encode_image(self, images):
+        """[B, 3, H, W] images in [0, 1] -> [B, embed_dim] image features."""
+        return self.encode_normalized_image(self.normalize(images))
+
+    def encode_normalized_image(self, pixel_values):
+        raise NotImplementedError
+
+    def image_encoder_parameters(self):
+        """Parameters that full fine-tuning trains (image tower and its projection)."""
+        raise NotImplementedError
+
+    # ---- text side --------------------------------------------------------------------------
+    def tokenize(self, texts):
+        """list[str] -> TokenizedText padded to ``context_length``."""
+        raise NotImplementedError
+
+    def token_embedding(self, input_ids):
+        """[N, L] ids -> [N, L, ctx_dim]: the raw token embeddings, before positions are added."""
+        raise NotImplementedError
+
+    def encode_text_embeddings(self, embeddings, tokens):
+        """Token embeddings (possibly with learnable context spliced in) -> [N, embed_dim] features,
+        pooled the model's own way; ``tokens`` gives the ids and mask of the same prompts."""
+        if self.truncate_prompts:
+            length = int(tokens.lengths.max())
+            embeddings = embeddings[:, :length]
+            tokens = TokenizedText(tokens.input_ids[:, :length], tokens.attention_mask[:, :length])
+        return self._encode_text_embeddings(embeddings, tokens)
+
+    def _encode_text_embeddings(self, embeddings, tokens):
+        raise NotImplementedError
+
+    def encode_text(self, texts):
+        """list[str] -> [N, embed_dim] text features (zero-shot prompts, classifier initialisation)."""
+        tokens = self.tokenize(texts).to(self._pixel_mean.device)
+        return self.encode_text_embeddings(self.token_embedding(tokens.input_ids), tokens)
+
+    def count_tokens(self, text):
+        """Number of tokens ``text`` takes inside a prompt, without special tokens."""
+        raise NotImplementedError
+
+    @property
+    def logit_scale(self):
+        """The log of the softmax temperature's inverse (CLIP's ``logit_scale``; use ``.exp()``)."""
+        raise NotImplementedError
