@@ -1,0 +1,1 @@
+"""Dataset classes, registered into the engine's DATASET_REGISTRY on import."""

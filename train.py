@@ -1,0 +1,169 @@
+"""Train or evaluate a prompt-learning or fine-tuning model on a Med-FM (CoOp's command line).
+
+    python train.py --root DATA --trainer BAPLe \
+        --dataset-config-file configs/datasets/kather.yaml \
+        --config-file configs/trainers/BAPLe/plip.yaml \
+        --output-dir output/kather/BAPLe/plip/seed1 --seed 1 BACKDOOR.TARGET_CLASS 0
+
+Config merge order: Dassl defaults -> project keys -> dataset file -> method file -> flags ->
+trailing KEY VALUE overrides. Exit codes: 0 success, 2 bad input or config (one line naming the
+problem and the fix), 1 internal error; the message is the last line printed.
+"""
+import argparse
+import difflib
+import sys
+
+from configs.errors import InputError
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 1
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", type=str, default="", help="path to the datasets root (DATASET.ROOT)")
+    p.add_argument("--output-dir", type=str, default="", help="output directory (OUTPUT_DIR)")
+    p.add_argument("--resume", type=str, default="", help="checkpoint directory to resume from (RESUME)")
+    p.add_argument("--seed", type=int, default=-1, help="only positive values fix the seed (SEED)")
+    p.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods (INPUT.TRANSFORMS)")
+    p.add_argument("--config-file", type=str, default="", help="method config file")
+    p.add_argument("--dataset-config-file", type=str, default="", help="dataset config file")
+    p.add_argument("--trainer", type=str, default="", help="name of the trainer (TRAINER.NAME)")
+    p.add_argument("--backbone", type=str, default="", help="name of the Med-FM (MODEL.BACKBONE.NAME)")
+    p.add_argument("--init", type=str, default="",
+                   help="BAPLe: clean CoOp run folder or checkpoint to start the context from (TRAINER.BAPLE.INIT)")
+    p.add_argument("--eval-only", action="store_true", help="evaluation only")
+    p.add_argument("--model-dir", type=str, default="", help="load the model from this directory for evaluation")
+    p.add_argument("--load-epoch", type=int, help="load the weights saved at this epoch for evaluation")
+    p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
+                   help="modify config options using the command line (KEY VALUE pairs)")
+    return p
+
+
+def _check_key(cfg, key):
+    """One-line error for an override key that does not exist, naming the valid keys beside it."""
+    node, parts = cfg, key.split(".")
+    for depth, part in enumerate(parts):
+        if not hasattr(node, "keys") or part not in node:
+            here = ".".join(parts[:depth]) or "the top level"
+            choices = sorted(node.keys()) if hasattr(node, "keys") else []
+            close = difflib.get_close_matches(part, choices, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise InputError(f"Unknown config key {key}{hint}; keys under {here}: {', '.join(choices)}")
+        node = node[part]
+
+
+def _merge_file(cfg, path, what):
+    import os.path as osp
+
+    if not osp.isfile(path):
+        raise InputError(f"{what} {path} does not exist; pass an existing YAML file (see configs/)")
+    try:
+        cfg.merge_from_file(path)
+    except KeyError as e:
+        raise InputError(f"{what} {path}: {e.args[0]}; remove the key or fix its spelling") from None
+    except ValueError as e:
+        raise InputError(f"{what} {path}: {str(e).splitlines()[0]}") from None
+
+
+def setup_cfg(args):
+    from configs.defaults import get_cfg
+
+    cfg = get_cfg()
+    if args.dataset_config_file:
+        _merge_file(cfg, args.dataset_config_file, "Dataset config file")
+    if args.config_file:
+        _merge_file(cfg, args.config_file, "Config file")
+
+    flags = {"DATASET.ROOT": args.root, "OUTPUT_DIR": args.output_dir, "RESUME": args.resume,
+             "TRAINER.NAME": args.trainer, "MODEL.BACKBONE.NAME": args.backbone, "TRAINER.BAPLE.INIT": args.init}
+    cfg.merge_from_list([item for key, value in flags.items() if value for item in (key, value)])
+    if args.seed >= 0:
+        cfg.SEED = args.seed
+    if args.transforms:
+        cfg.INPUT.TRANSFORMS = args.transforms
+
+    opts = args.opts or []
+    if len(opts) % 2:
+        raise InputError(f"Overrides must be KEY VALUE pairs; got an odd list: {' '.join(opts)}")
+    for key in opts[0::2]:
+        _check_key(cfg, key)
+    try:
+        cfg.merge_from_list(opts)
+    except (ValueError, AssertionError) as e:
+        raise InputError(f"Bad override in {' '.join(opts)}: {str(e).splitlines()[0]}") from None
+    cfg.freeze()
+    return cfg
+
+
+def _node(cfg, dotted):
+    for part in dotted.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def check_names(cfg):
+    """Unknown trainer or dataset: fail before anything is built."""
+    from dassl_compat import DATASET_REGISTRY, TRAINER_REGISTRY
+
+    for what, key, registry in (("trainer", "TRAINER.NAME", TRAINER_REGISTRY),
+                                ("dataset", "DATASET.NAME", DATASET_REGISTRY)):
+        name = _node(cfg, key)
+        names = sorted(registry.registered_names())
+        if name not in names:
+            raise InputError(f"Unknown {what} {name!r} ({key}); choose from: {', '.join(names)}")
+
+
+def main(args):
+    import datasets  # noqa: F401  (registers the datasets)
+    import trainers  # noqa: F401  (registers the trainers)
+    from dassl_compat import BACKEND, build_trainer, collect_env_info, set_random_seed, setup_logger
+
+    cfg = setup_cfg(args)
+    check_names(cfg)
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
+    setup_logger(cfg.OUTPUT_DIR)
+    print(f"Engine backend: {BACKEND}")
+    print("** Arguments **\n" + "\n".join(f"{k}: {v}" for k, v in sorted(vars(args).items())))
+    print(f"** Config **\n{cfg}")
+    if cfg.VERBOSE:
+        print("Collecting env info ...\n** System info **\n" + collect_env_info())
+
+    trainer = build_trainer(cfg)
+    if args.eval_only:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
+        return trainer
+    if not args.no_train:
+        trainer.train()
+    return trainer
+
+
+def run(argv=None):
+    """Entry point with the project's exit codes; returns the code instead of exiting."""
+    from dassl_compat import CheckpointError
+
+    args = build_parser().parse_args(argv)
+    try:
+        main(args)
+    except (InputError, CheckpointError) as e:
+        sys.stderr.flush()
+        print(f"error: {e}", flush=True)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("error: interrupted; run the same command again to resume from the last checkpoint", flush=True)
+        return EXIT_INTERNAL
+    except Exception as e:  # an internal error: keep the traceback for the bug report
+        import traceback
+
+        traceback.print_exc(file=sys.stdout)
+        print(f"error: internal error ({type(e).__name__}: {e}); please report it with the log", flush=True)
+        return EXIT_INTERNAL
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,1 @@
+"""Trainers, registered into the engine's TRAINER_REGISTRY on import."""
