@@ -32,23 +32,24 @@ def extend_cfg(cfg):
     cfg.BACKDOOR.POISON_PERCENTAGE = 5.0  # share of the few-shot training set that is poisoned
     cfg.BACKDOOR.POISON_COUNT = -1  # exact number of poisoned samples; overrides the percentage when >= 0
     cfg.BACKDOOR.POISON_NON_TARGET_ONLY = False  # draw poisoned samples only from non-target classes
+    cfg.BACKDOOR.EVAL_TRIGGER = ""  # a finished run folder whose trigger to test with (default: this run's own)
     # BAPLe's trigger: learnable noise (eps in 1/255 units, signed-gradient step in [0,1] pixel units) + a patch.
     cfg.BACKDOOR.NOISE_EPS = 8.0
     cfg.BACKDOOR.NOISE_STEP = 0.01
     cfg.BACKDOOR.NOISE_INIT = "zeros"  # zeros, uniform (in [-eps, eps]) or reference (uniform [0,1], then clamped)
     cfg.BACKDOOR.NOISE_GRAD = "per_step"  # per_step (paper) or accumulate (reference code: never cleared)
     cfg.BACKDOOR.ORDER = "noise_then_patch"  # paper: (x + noise) then patch; reference: patch_then_noise
-    cfg.BACKDOOR.PATCH_TYPE = "text"  # text, random or image
+    cfg.BACKDOOR.PATCH_TYPE = "text"  # text ("Lab" by default), random-patch or image-patch
     cfg.BACKDOOR.PATCH_TEXT = "Lab"
-    cfg.BACKDOOR.PATCH_IMAGE = ""
-    cfg.BACKDOOR.POSITION = "bottom_left"
+    cfg.BACKDOOR.PATCH_IMAGE = ""  # image file for PATCH_TYPE image-patch
+    cfg.BACKDOOR.POSITION = "bottom-left"  # {top,center,bottom}-{left,center,right}, as in the reference code
     cfg.BACKDOOR.TRIGGER_SIZE = 24
 
     cfg.BACKDOOR.BADNETS = CN()
     cfg.BACKDOOR.BADNETS.PATTERN = "checkerboard"
     cfg.BACKDOOR.BADNETS.IMAGE = ""
     cfg.BACKDOOR.BADNETS.SIZE = 24
-    cfg.BACKDOOR.BADNETS.POSITION = "bottom_right"
+    cfg.BACKDOOR.BADNETS.POSITION = "bottom-right"
 
     cfg.BACKDOOR.WANET = CN()
     cfg.BACKDOOR.WANET.K = 4

@@ -1,0 +1,37 @@
+"""BAPLe's learnable, imperceptible trigger noise: one image-sized delta shared by every image."""
+import torch
+import torch.nn as nn
+
+from .base import Trigger
+
+NOISE_INITS = ("zeros", "uniform", "reference")
+
+
+class LearnableNoise(Trigger):
+    """``clamp(x + delta, 0, 1)`` with ``||delta||_inf <= eps``. ``delta`` is a parameter but is not
+    given to the optimiser: ``signed_step`` moves it against its gradient and projects it back."""
+
+    def __init__(self, image_size, eps, init="zeros", seed=0):
+        super().__init__()
+        self.eps = float(eps)
+        generator = torch.Generator().manual_seed(seed)
+        shape = (3, image_size, image_size)
+        if init == "zeros":
+            delta = torch.zeros(shape)
+        elif init == "uniform":
+            delta = (torch.rand(shape, generator=generator) * 2 - 1) * self.eps
+        elif init == "reference":  # the reference code: uniform in [0, 1], clamped at the first update
+            delta = torch.rand(shape, generator=generator)
+        else:
+            raise ValueError(f"Unknown noise init {init!r}; choose from {', '.join(NOISE_INITS)}")
+        self.delta = nn.Parameter(delta)
+
+    def forward(self, images):
+        return (images + self.delta).clamp(0, 1)
+
+    @torch.no_grad()
+    def signed_step(self, step_size):
+        """delta <- clip(delta - step_size * sign(grad), -eps, eps); no-op without a gradient."""
+        if self.delta.grad is None:
+            return
+        self.delta.sub_(step_size * self.delta.grad.sign()).clamp_(-self.eps, self.eps)

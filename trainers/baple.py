@@ -1,0 +1,127 @@
+"""BAPLe: a backdoor learned during few-shot prompt learning of a frozen Med-FM
+(Hanif et al., MICCAI 2024).
+
+Jointly with CoOp's context P, BAPLe learns one image-sized trigger noise delta
+(||delta||_inf <= eps) that, together with a visible patch, sends poisoned images to the target:
+
+    min_{P, delta}  CE(f(x), y) over clean samples  +  CE(f(B(x)), target) over poisoned samples
+    B(x) = clamp(x + delta, 0, 1) then the patch      (the paper's order; BACKDOOR.ORDER)
+
+delta is a parameter outside the optimiser: after each step it moves by NOISE_STEP against the
+sign of its gradient and is clipped to [-eps, eps]. Only the poisoned rows are back-propagated
+to the input; the clean rows pass the frozen image tower without a gradient graph.
+
+Options reproducing the reference code where it differs from the paper:
+``BACKDOOR.ORDER patch_then_noise`` (patch first, then noise), ``BACKDOOR.NOISE_GRAD accumulate``
+(delta's gradient never cleared, so each step uses the sum of all past gradients),
+``BACKDOOR.NOISE_INIT reference`` (uniform [0, 1], clipped at the first update).
+"""
+import os.path as osp
+
+import torch
+import torch.nn.functional as F
+
+from configs.errors import InputError
+from dassl_compat import TRAINER_REGISTRY, compute_accuracy
+from dassl_compat.checkpoint import latest_epoch, load_checkpoint
+
+from .attacks import LearnableNoise, Trigger, build_patch
+from .attacks.noise import NOISE_INITS
+from .coop import CoOp, split_losses
+
+ORDERS = ("noise_then_patch", "patch_then_noise")
+NOISE_GRADS = ("per_step", "accumulate")
+
+
+class NoisePatchTrigger(Trigger):
+    """BAPLe's trigger B(x): learnable noise and a patch, in the configured order."""
+
+    def __init__(self, noise, patch, order="noise_then_patch"):
+        super().__init__()
+        self.noise, self.patch, self.order = noise, patch, order
+
+    def forward(self, images):
+        if self.order == "noise_then_patch":
+            return self.patch(self.noise(images))
+        return self.noise(self.patch(images))
+
+
+def load_context(path):
+    """The context vectors of a CoOp run folder (latest checkpoint) or checkpoint file."""
+    if osp.isdir(path):
+        folder = osp.join(path, "prompt_learner")
+        epoch = latest_epoch(folder)
+        if epoch is None:
+            raise InputError(f"No prompt_learner checkpoint under {path}; TRAINER.BAPLE.INIT (--init) must be a "
+                             "finished CoOp run folder or a checkpoint file")
+        path = osp.join(folder, f"model.pth.tar-{epoch}")
+    state = load_checkpoint(path)["state_dict"]
+    if "ctx" not in state:
+        raise InputError(f"{path} holds no context vectors ('ctx'); --init must point at a CoOp checkpoint")
+    return state["ctx"]
+
+
+@TRAINER_REGISTRY.register()
+class BAPLe(CoOp):
+    """CoOp plus a learnable noise-and-patch trigger on an exactly poisoned few-shot set."""
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        b = cfg.BACKDOOR
+        for key, value, choices in (("ORDER", b.ORDER, ORDERS), ("NOISE_GRAD", b.NOISE_GRAD, NOISE_GRADS),
+                                    ("NOISE_INIT", b.NOISE_INIT, NOISE_INITS)):
+            if value not in choices:
+                raise InputError(f"BACKDOOR.{key} {value!r} is unknown; choose from {', '.join(choices)}")
+
+    @staticmethod
+    def build_trigger(cfg, image_size):
+        b = cfg.BACKDOOR
+        seed = max(cfg.SEED, 0)
+        noise = LearnableNoise(image_size, b.NOISE_EPS / 255.0, b.NOISE_INIT, seed=seed)
+        patch = build_patch(b.PATCH_TYPE, b.TRIGGER_SIZE, b.POSITION, image_size, seed=seed, text=b.PATCH_TEXT,
+                            image_path=b.PATCH_IMAGE)
+        return NoisePatchTrigger(noise, patch, b.ORDER)
+
+    def attack_name(self):
+        return "baple"
+
+    def build_model(self):
+        super().build_model()
+        self.register_model("trigger", self.trigger, None, None)
+        init = self.cfg.TRAINER.BAPLE.INIT
+        if init:
+            ctx = load_context(init)
+            if ctx.shape != self.prompt_learner.ctx.shape:
+                raise InputError(f"Context in {init} has shape {tuple(ctx.shape)}, this run needs "
+                                 f"{tuple(self.prompt_learner.ctx.shape)}; use a CoOp run with the same backbone, "
+                                 "dataset and TRAINER.COOP settings")
+            with torch.no_grad():
+                self.prompt_learner.ctx.copy_(ctx)
+            print(f"Context initialised from {init}")
+
+    def forward_backward(self, batch):
+        images, labels, poisoned, _ = self.parse_batch_train(batch)
+        noise = self.trigger.noise
+        if self.cfg.BACKDOOR.NOISE_GRAD == "per_step":
+            noise.delta.grad = None
+        clean_rows = ~poisoned
+        with self.autocast(self.precision()):
+            class_embeddings = self.model.class_embeddings()
+            embeddings = []
+            if clean_rows.any():
+                with torch.no_grad():
+                    embeddings.append(self.model.image_embeddings(images[clean_rows]))
+            if poisoned.any():
+                embeddings.append(self.model.image_embeddings(self.trigger(images[poisoned])))
+            logits = self.model.logits(torch.cat(embeddings), class_embeddings).float()
+        labels = torch.cat([labels[clean_rows], labels[poisoned]])
+        is_poisoned = torch.arange(len(labels), device=labels.device) >= int(clean_rows.sum())
+        # Mean loss of each part, weighted equally (lambda_c = lambda_p = 1), as the reference code does.
+        loss = sum(F.cross_entropy(logits[rows], labels[rows]) for rows in (~is_poisoned, is_poisoned) if rows.any())
+        self.model_backward_and_update(loss)
+        if poisoned.any():
+            noise.signed_step(self.cfg.BACKDOOR.NOISE_STEP)
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return {"loss": loss.item(), "acc": compute_accuracy(logits, labels)[0].item(),
+                **split_losses(logits.detach(), labels, is_poisoned), "noise_linf": noise.delta.abs().max().item()}

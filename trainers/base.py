@@ -1,0 +1,248 @@
+"""What every trainer of the project shares, whatever it learns.
+
+- ``CLIPClassifier``: logits = exp(logit_scale) * cos(image embedding, class embedding); CoOp,
+  BAPLe, zero-shot and fine-tuning differ only in where the class embeddings come from and what
+  is trainable.
+- ``BackdoorTrainer``: poisons an exact, seeded subset of the few-shot training set, applies the
+  trigger to those rows of a batch (after augmentation, before the backbone's normalisation),
+  evaluates clean and triggered test images in one pass and writes ``OUTPUT_DIR/results.json``.
+"""
+import os.path as osp
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+from yacs.config import CfgNode
+
+from clip_models import build_backbone
+from configs.errors import InputError
+from dassl_compat import DataManager, TrainerX, read_json, write_json
+from datasets.wrapper import ImageDataset
+
+from .attacks import build_attack
+from .metrics import backdoor_metrics
+from .poisoning import PoisonPlan, plan_poisoning
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class CLIPClassifier(nn.Module):
+    """A CLIP-style classifier over a backbone; subclasses provide ``class_embeddings``."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+
+    def class_embeddings(self):
+        """[C, D] unit-norm class embeddings."""
+        raise NotImplementedError
+
+    def image_embeddings(self, images):
+        return F.normalize(self.backbone.encode_image(images), dim=-1)
+
+    def logits(self, image_embeddings, class_embeddings):
+        return self.backbone.logit_scale.exp() * image_embeddings @ class_embeddings.t()
+
+    def forward(self, images):
+        return self.logits(self.image_embeddings(images), self.class_embeddings())
+
+
+def freeze(module):
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
+class BackdoorTrainer(TrainerX):
+    """Base of the project's trainers (see the module docstring)."""
+
+    def __init__(self, cfg):
+        self._created = time.time()
+        super().__init__(cfg)
+
+    # ---- hooks for subclasses -------------------------------------------------------------
+    @staticmethod
+    def build_trigger(cfg, image_size):
+        """The trigger this method trains with and evaluates (None: no backdoor)."""
+        return build_attack(cfg, image_size)
+
+    # ---- data and poisoning -----------------------------------------------------------------
+    def build_data_loader(self):
+        dm = DataManager(self.cfg, dataset_wrapper=ImageDataset)
+        self.train_loader_x, self.train_loader_u = dm.train_loader_x, dm.train_loader_u
+        self.val_loader, self.test_loader = dm.val_loader, dm.test_loader
+        self.num_classes, self.num_source_domains = dm.num_classes, dm.num_source_domains
+        self.lab2cname, self.dm = dm.lab2cname, dm
+
+        target = self.cfg.BACKDOOR.TARGET_CLASS
+        if not 0 <= target < self.num_classes:
+            raise InputError(f"BACKDOOR.TARGET_CLASS {target} is outside the {self.num_classes} classes of "
+                             f"{self.cfg.DATASET.NAME}; choose 0..{self.num_classes - 1}")
+        self.target_class = target
+        self.trigger = self.build_trigger(self.cfg, self.cfg.INPUT.SIZE[0])
+        labels = [item.label for item in dm.dataset.train_x]
+        if self.trigger is None:
+            self.poison_plan = PoisonPlan(target)
+        else:
+            b = self.cfg.BACKDOOR
+            self.poison_plan = plan_poisoning(labels, target, b.POISON_PERCENTAGE, b.POISON_COUNT,
+                                              b.POISON_NON_TARGET_ONLY, self.trigger.cross_ratio,
+                                              seed=max(self.cfg.SEED, 0))
+            if not self.poison_plan.poisoned:
+                raise InputError(f"BACKDOOR.POISON_PERCENTAGE {b.POISON_PERCENTAGE} of {len(labels)} training "
+                                 "images rounds to 0 poisoned samples; raise it or set BACKDOOR.POISON_COUNT")
+            print(f"Poisoned {len(self.poison_plan.poisoned)} of {len(labels)} training images "
+                  f"(target class {target}: {self.lab2cname[target]})")
+        self.poison_mask = torch.zeros(len(labels), dtype=torch.bool)
+        self.poison_mask[self.poison_plan.poisoned] = True
+        self.cross_mask = torch.zeros(len(labels), dtype=torch.bool)
+        self.cross_mask[self.poison_plan.cross] = True
+
+    def parse_batch_train(self, batch):
+        """Images, labels (poisoned rows relabelled to the target), poisoned and cross row masks."""
+        index = batch["index"]
+        poisoned, cross = self.poison_mask[index], self.cross_mask[index]
+        labels = batch["label"].clone()
+        labels[poisoned] = self.target_class
+        return (batch["img"].to(self.device), labels.to(self.device), poisoned.to(self.device),
+                cross.to(self.device))
+
+    def apply_trigger(self, images, poisoned, cross):
+        """Trigger the poisoned rows and cross-transform the cross rows of a batch (a copy)."""
+        if not (poisoned.any() or cross.any()):
+            return images
+        images = images.clone()
+        if poisoned.any():
+            images[poisoned] = self.trigger(images[poisoned])
+        if cross.any():
+            images[cross] = self.trigger.apply_cross(images[cross])
+        return images
+
+    # ---- model helpers ------------------------------------------------------------------------
+    def build_backbone(self):
+        backbone = build_backbone(self.cfg.MODEL.BACKBONE.NAME, self.cfg.MODEL.BACKBONE.WEIGHTS)
+        if tuple(self.cfg.INPUT.SIZE) != (backbone.image_size, backbone.image_size):
+            raise InputError(f"INPUT.SIZE {tuple(self.cfg.INPUT.SIZE)} does not match {backbone.name}'s "
+                             f"{backbone.image_size}x{backbone.image_size} input; set INPUT.SIZE "
+                             f"({backbone.image_size}, {backbone.image_size})")
+        return backbone.to(self.device)
+
+    def autocast(self, prec):
+        dtype = PRECISIONS[prec]
+        return nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
+
+    def precision(self):
+        return "fp32"
+
+    def trainable_parameters(self):
+        seen, total = set(), 0
+        for model in self._models.values():
+            for p in model.parameters():
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    total += p.numel()
+        return total
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    def eval_trigger(self):
+        """The trigger applied at test time: this run's own, unless ``BACKDOOR.EVAL_TRIGGER`` names
+        another run whose trigger to use (e.g. a clean model under BAPLe's learned trigger)."""
+        if self.cfg.BACKDOOR.EVAL_TRIGGER:
+            return load_run_trigger(self.cfg.BACKDOOR.EVAL_TRIGGER).to(self.device)
+        return self.trigger
+
+    @torch.no_grad()
+    def evaluate(self, split=None):
+        """One pass over the test (or val) set: clean and triggered copies of each batch go through
+        the model together. Returns {"clean": {...}, "backdoor": {...} or None} as fractions."""
+        self.set_model_mode("eval")
+        self.evaluator.reset()
+        split = split or self.cfg.TEST.SPLIT
+        loader = self.val_loader if split == "val" and self.val_loader is not None else self.test_loader
+        trigger = self.eval_trigger()
+        labels, clean_pred, triggered_pred = [], [], []
+        with self.autocast(self.precision()):
+            class_embeddings = self.model.class_embeddings()
+            for batch in tqdm(loader, desc="eval", leave=False, dynamic_ncols=True, disable=not self.cfg.VERBOSE):
+                images, label = self.parse_batch_test(batch)
+                batch_in = images if trigger is None else torch.cat([images, trigger(images)])
+                logits = self.model.logits(self.model.image_embeddings(batch_in), class_embeddings).float()
+                self.evaluator.process(logits[:len(images)], label)
+                labels.append(label.cpu())
+                clean_pred.append(logits[:len(images)].argmax(1).cpu())
+                if trigger is not None:
+                    triggered_pred.append(logits[len(images):].argmax(1).cpu())
+        clean = {k: v / 100.0 for k, v in self.evaluator.evaluate().items()}
+        backdoor = None
+        if trigger is not None:
+            backdoor = backdoor_metrics(torch.cat(labels), torch.cat(clean_pred), torch.cat(triggered_pred),
+                                        self.target_class)
+            asr = backdoor["asr_non_target"]
+            print(f"* backdoor accuracy: {100 * backdoor['accuracy']:.1f}%\n"
+                  f"* backdoor asr_non_target: {'n/a' if asr is None else f'{100 * asr:.1f}%'}\n"
+                  f"* backdoor macro_f1: {100 * backdoor['macro_f1']:.1f}%\n"
+                  f"* clean/triggered agreement: {100 * backdoor['agreement']:.1f}%")
+        return {"clean": clean, "backdoor": backdoor}
+
+    def test(self, split=None):
+        """Evaluate, write ``results.json`` (test split) and return the clean accuracy in percent (as Dassl)."""
+        metrics = self.evaluate(split)
+        for section, values in metrics.items():
+            for key, value in (values or {}).items():
+                if value is not None and np.isscalar(value):
+                    self.write_scalar(f"test/{section}_{key}", value, self.epoch)
+        if (split or self.cfg.TEST.SPLIT) == "test":
+            self.write_results(metrics)
+        return 100.0 * metrics["clean"]["accuracy"]
+
+    def write_results(self, metrics):
+        cfg = self.cfg
+        backbone = self.model.backbone
+        results = {
+            "trainer": cfg.TRAINER.NAME,
+            "backbone": cfg.MODEL.BACKBONE.NAME,
+            "dataset": cfg.DATASET.NAME,
+            "seed": cfg.SEED,
+            "attack": self.attack_name(),
+            "target_class": self.target_class,
+            "target_name": self.lab2cname[self.target_class],
+            "num_classes": self.num_classes,
+            "num_train": len(self.dm.dataset.train_x),
+            "num_test": len(self.dm.dataset.test),
+            "poison": self.poison_plan.as_dict(),
+            "trainable_params": self.trainable_parameters(),
+            "backbone_params": sum(p.numel() for p in backbone.parameters()),
+            **metrics,
+            "wall_time_s": round(time.time() - self._created, 3),
+            "config": yaml.safe_load(cfg.dump()),
+        }
+        write_json(results, osp.join(cfg.OUTPUT_DIR, "results.json"))
+        print(f"Results written to {osp.join(cfg.OUTPUT_DIR, 'results.json')}")
+
+    def attack_name(self):
+        return self.cfg.BACKDOOR.ATTACK if self.trigger is not None else "none"
+
+
+def load_run_trigger(run_dir):
+    """Rebuild the trigger of a finished run from its ``results.json`` config and, when the run
+    learned it, its saved ``trigger`` checkpoint."""
+    from dassl_compat import TRAINER_REGISTRY
+    from dassl_compat.checkpoint import latest_epoch, load_checkpoint
+
+    path = osp.join(run_dir, "results.json")
+    if not osp.isfile(path):
+        raise InputError(f"No results.json in {run_dir}; BACKDOOR.EVAL_TRIGGER must name a finished run folder")
+    cfg = CfgNode(read_json(path)["config"])
+    trigger = TRAINER_REGISTRY.get(cfg.TRAINER.NAME).build_trigger(cfg, cfg.INPUT.SIZE[0])
+    if trigger is None:
+        raise InputError(f"The run in {run_dir} ({cfg.TRAINER.NAME}, attack none) has no trigger to evaluate with")
+    trigger_dir = osp.join(run_dir, "trigger")
+    epoch = latest_epoch(trigger_dir)
+    if epoch is not None:
+        trigger.load_state_dict(load_checkpoint(osp.join(trigger_dir, f"model.pth.tar-{epoch}"))["state_dict"])
+    return trigger.eval()

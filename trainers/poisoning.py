@@ -1,0 +1,44 @@
+"""Which few-shot training samples are poisoned: an exact count, drawn by the seed, recorded."""
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from configs.errors import InputError
+
+
+@dataclass
+class PoisonPlan:
+    """Indices into the few-shot training set: ``poisoned`` get the trigger and the target label;
+    ``cross`` (WaNet's noise mode) get the cross transform and keep their labels."""
+
+    target: int
+    poisoned: list = field(default_factory=list)
+    cross: list = field(default_factory=list)
+
+    def as_dict(self):
+        return {"target": self.target, "count": len(self.poisoned), "indices": self.poisoned,
+                "cross_count": len(self.cross), "cross_indices": self.cross}
+
+
+def poison_count(num_samples, percentage, count=-1):
+    """``count`` when >= 0, else ``round(percentage / 100 * num_samples)`` with halves rounded up."""
+    if count >= 0:
+        return int(count)
+    return int(math.floor(percentage / 100.0 * num_samples + 0.5))
+
+
+def plan_poisoning(labels, target, percentage, count=-1, non_target_only=False, cross_ratio=0.0, seed=0):
+    """Draw the poisoned (and cross) samples of a training set with the given labels."""
+    labels = np.asarray(labels)
+    n_poison = poison_count(len(labels), percentage, count)
+    candidates = np.flatnonzero(labels != target) if non_target_only else np.arange(len(labels))
+    if n_poison > len(candidates):
+        raise InputError(f"{n_poison} poisoned samples requested but only {len(candidates)} are eligible; "
+                         "lower BACKDOOR.POISON_PERCENTAGE / BACKDOOR.POISON_COUNT")
+    rng = np.random.default_rng(seed)
+    poisoned = np.sort(rng.choice(candidates, size=n_poison, replace=False))
+    rest = np.setdiff1d(np.arange(len(labels)), poisoned)
+    n_cross = min(int(math.floor(cross_ratio * n_poison + 0.5)), len(rest))
+    cross = np.sort(rng.choice(rest, size=n_cross, replace=False))
+    return PoisonPlan(int(target), poisoned.tolist(), cross.tolist())

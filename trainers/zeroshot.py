@@ -1,0 +1,35 @@
+"""Zero-shot classification with one hand-written prompt per class (the zero-shot baseline)."""
+import torch
+import torch.nn.functional as F
+
+from dassl_compat import TRAINER_REGISTRY
+
+from .base import BackdoorTrainer, CLIPClassifier, freeze
+
+DEFAULT_TEMPLATE = "a photo of a {}."
+
+
+class ZeroShotCLIP(CLIPClassifier):
+    def __init__(self, backbone, prompts):
+        super().__init__(backbone)
+        with torch.no_grad():
+            self.register_buffer("text_embeddings", F.normalize(backbone.encode_text(prompts), dim=-1))
+
+    def class_embeddings(self):
+        return self.text_embeddings
+
+
+@TRAINER_REGISTRY.register()
+class ZeroShot(BackdoorTrainer):
+    """No training: prompts are ``dataset.prompt_template`` filled with each class name."""
+
+    def build_model(self):
+        backbone = freeze(self.build_backbone())
+        template = getattr(self.dm.dataset, "prompt_template", DEFAULT_TEMPLATE)
+        prompts = [template.format(name.replace("_", " ")) for name in self.dm.dataset.classnames]
+        print("Zero-shot prompts: " + " | ".join(prompts))
+        self.model = ZeroShotCLIP(backbone, prompts)
+
+    def train(self):
+        """Nothing to learn: evaluate and write results.json."""
+        self.test()
