@@ -100,7 +100,7 @@ class FolderDataset(DatasetBase):
 
     def __init__(self, cfg):
         name = type(self).__name__
-        policy = cfg.DATASET.BAD_FILES
+        policy = cfg.DATASET.get("BAD_FILES", "error")  # a plain Dassl config lacks the project key
         if policy not in BAD_FILE_POLICIES:
             raise InputError(f"DATASET.BAD_FILES is {policy!r}; set it to one of {', '.join(BAD_FILE_POLICIES)}")
         subsample = cfg.DATASET.get("SUBSAMPLE_CLASSES", "all")
@@ -166,7 +166,8 @@ class FolderDataset(DatasetBase):
         """``{folder: [num_shots paths]}``: the cached sample for (num_shots, seed) or a new, cached one."""
         if seed < 0:
             seed = secrets.randbelow(2**31)
-            print(f"SEED is negative: drawing the {num_shots}-shot sample with seed {seed} (set SEED {seed} to repeat it)")
+            print(f"SEED is negative: drawing the {num_shots}-shot sample with seed {seed} "
+                  f"(set SEED {seed} to repeat it)")
         self.fewshot_seed = seed
         for folder, paths in train_files.items():
             if len(paths) < num_shots:

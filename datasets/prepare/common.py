@@ -138,7 +138,8 @@ def write_dataset(out_root, name, classes, samples, is_test, write, group_kind="
         empty = [f"{split}/{folder}" for split in counts for folder in sorted(classes) if counts[split][folder] == 0]
         if empty:
             raise InputError(f"the prepared {name} would have no images in {', '.join(empty)} (too few "
-                             f"{group_kind}s of the class to fill both splits); change --test-fraction or check the raw data")
+                             f"{group_kind}s of the class to fill both splits); change --test-fraction "
+                             f"or check the raw data")
         check_output(out_root, name)
         if osp.isdir(target):
             os.rmdir(target)  # empty, checked just above
@@ -147,9 +148,9 @@ def write_dataset(out_root, name, classes, samples, is_test, write, group_kind="
         shutil.rmtree(stage, ignore_errors=True)
         raise
     print_counts(target, classes)
-    groups = {split: {s.group for s, t in zip(samples, is_test) if t == (split == "test")} for split in ("train", "test")}
-    print(f"{group_kind}s: train {len(groups['train'])}, test {len(groups['test'])}, "
-          f"in both {len(groups['train'] & groups['test'])}")
+    train = {s.group for s, test in zip(samples, is_test) if not test}
+    test = {s.group for s, test in zip(samples, is_test) if test}
+    print(f"{group_kind}s: train {len(train)}, test {len(test)}, in both {len(train & test)}")
     return target
 
 
@@ -172,7 +173,8 @@ def command(description, test_fraction=None):
 
 
 def run(prepare, parser, argv=None):
-    """Parse the command line, call ``prepare(**options)``; an ``InputError`` ends it with its one line and exit code 2."""
+    """Parse the command line and call ``prepare(**options)``; an ``InputError`` ends the command
+    with its one line and exit code 2."""
     args = vars(parser.parse_args(argv))
     try:
         prepare(**args)

@@ -119,7 +119,8 @@ def prepare(raw, out, seed=0, test_fraction=0.3, downsamples=DOWNSAMPLES, crop_s
             unmatched += match is None
             samples.append(common.Sample(label=subset, group=match.group(1) if match else stem, source=(path, mask)))
     slides = len({s.group for s in samples})
-    print(f"{len(samples)} tissue images from {slides} slides ({unmatched} name(s) without a slide id, each taken as its own slide)")
+    print(f"{len(samples)} tissue images from {slides} slides "
+          f"({unmatched} name(s) without a slide id, each taken as its own slide)")
     is_test = common.group_split(samples, test_fraction, seed)
     return common.write_dataset(out, DigestPath.dataset_dir, DigestPath.classes, samples, is_test,
                                 patch_writer(tuple(downsamples), crop_size), group_kind="slide")
@@ -131,7 +132,8 @@ def command():
                         help=f"reduction factors the patches are cut at (default {' '.join(map(str, DOWNSAMPLES))})")
     parser.add_argument("--crop-size", type=int, default=CROP_SIZE, help=f"patch side in pixels (default {CROP_SIZE})")
     parser.add_argument("--slide-regex", default=SLIDE_REGEX,
-                        help=f"regular expression whose first group is the slide id of an image name (default {SLIDE_REGEX!r})")
+                        help="regular expression whose first group is the slide id of an image name "
+                        f"(default {SLIDE_REGEX!r})")
     return parser
 
 

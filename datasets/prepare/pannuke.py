@@ -59,7 +59,8 @@ def load_fold(raw, fold):
         try:
             arrays[key] = np.load(path, mmap_mode="r", allow_pickle=False)
         except ValueError as err:
-            raise InputError(f"{path}: cannot load it without pickle ({err}); use the file of the original release") from err
+            raise InputError(f"{path}: cannot load it without pickle ({err}); "
+                             f"use the file of the original release") from err
     n = len(arrays["types"])
     expected = {"images": (n, 256, 256, 3), "masks": (n, 256, 256, 6), "types": (n,)}
     for key, shape in expected.items():
@@ -81,7 +82,8 @@ def prepare(raw, out, seed=0, test_fraction=0.7):
     folds = sorted(int(m.group(1)) for d in glob.glob(osp.join(raw, "Fold *"))
                    if (m := re.fullmatch(r"Fold (\d+)", osp.basename(d))))
     if not folds:
-        raise InputError(f"{raw} holds no 'Fold N' folders; point --raw at the folder where fold_1.zip .. fold_3.zip were unpacked")
+        raise InputError(f"{raw} holds no 'Fold N' folders; point --raw at the folder where "
+                         f"fold_1.zip .. fold_3.zip were unpacked")
     samples = []
     for fold in folds:
         arrays = load_fold(raw, fold)

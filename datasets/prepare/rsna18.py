@@ -35,7 +35,8 @@ def dicom_to_png(src, dst):
         ds = pydicom.dcmread(src)
         pixels = ds.pixel_array
     except Exception as err:  # pydicom raises many types for damaged files or unsupported encodings
-        raise InputError(f"{src}: cannot decode the DICOM ({type(err).__name__}: {err}); re-extract the release") from err
+        raise InputError(f"{src}: cannot decode the DICOM ({type(err).__name__}: {err}); "
+                         f"re-extract the release") from err
     if pixels.ndim != 2:
         raise InputError(f"{src}: expected one greyscale frame, got pixel data of shape {pixels.shape}")
     bits = int(ds.get("BitsStored", pixels.dtype.itemsize * 8))
@@ -72,8 +73,8 @@ def patient_classes(raw):
     for row in common.read_csv(path, ["patientId", "Target"]):
         opacity = classes.get(row["patientId"]) == "lung_opacity"
         if row["patientId"] not in classes or opacity != (row["Target"].strip() == "1"):
-            raise InputError(f"{path}: patient {row['patientId']} (Target {row['Target']}) disagrees with {DETAILS_CSV}; "
-                             f"use the two files of the same release")
+            raise InputError(f"{path}: patient {row['patientId']} (Target {row['Target']}) disagrees with "
+                             f"{DETAILS_CSV}; use the two files of the same release")
     return classes
 
 
