@@ -85,16 +85,19 @@ def list_split(image_dir, split, classnames):
 
 
 class FolderDataset(DatasetBase):
-    """Base of the folder datasets; a subclass sets ``dataset_dir``, ``prompt_template`` and ``classes``.
+    """Base of the folder datasets; a subclass sets ``dataset_dir``, ``modality``, ``prompt_template``
+    and ``classes``.
 
     - ``dataset_dir``: the folder under ``DATASET.ROOT`` (replaced by its absolute path once built,
       as Dassl datasets do).
+    - ``modality``: ``xray`` or ``histology``, which decides how ``datasets.synthetic`` draws it.
     - ``prompt_template``: a hand-written zero-shot prompt with one ``{}`` for the class name.
     - ``classes``: ``{folder: class name}`` that the prepare and synthetic commands write to
       ``classnames.txt``; reading always follows the ``classnames.txt`` on disk.
     """
 
     dataset_dir = ""
+    modality = ""
     prompt_template = "{}"
     classes = {}
 

@@ -34,7 +34,7 @@ class Sample:
 def check_output(out_root, name):
     """Stop before any work if ``out_root/name`` already holds something."""
     target = osp.join(out_root, name)
-    if osp.isdir(target) and os.listdir(target) or osp.exists(target) and not osp.isdir(target):
+    if (osp.isdir(target) and os.listdir(target)) or (osp.exists(target) and not osp.isdir(target)):
         raise InputError(f"{target} already exists and is not empty; choose another --out or delete it")
 
 
@@ -162,13 +162,14 @@ def copy_file(sample, split_dir):
 def command(description, test_fraction=None):
     """The shared command line: ``--raw DIR --out ROOT`` and, for datasets split here,
     ``--seed`` and ``--test-fraction`` (default ``test_fraction``)."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--raw", required=True, help="folder of the unpacked raw release")
     parser.add_argument("--out", required=True, help="DATASET.ROOT: the dataset is written to OUT/<name>")
     if test_fraction is not None:
         parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split (default 0)")
         parser.add_argument("--test-fraction", type=float, default=test_fraction,
-                            help=f"share of each class that goes to the test split (default {test_fraction})")
+                            help=f"share of each class (of each raw subset, for DigestPath) that goes to the "
+                                 f"test split (default {test_fraction})")
     return parser
 
 
