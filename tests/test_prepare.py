@@ -2,6 +2,7 @@
 group-aware split they share."""
 import csv
 import gzip
+import io
 import os
 import os.path as osp
 import re
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
 
 import datasets  # noqa: F401  (registers the six datasets)
 from configs.errors import InputError
@@ -108,11 +110,12 @@ def test_covid_command_line_and_its_errors(covid_raw, tmp_path, capsys):
 # RSNA Pneumonia Detection Challenge
 
 
-def write_dicom(path, pixels, bits_stored, photometric="MONOCHROME2"):
+def write_dicom(path, pixels, bits_stored, photometric="MONOCHROME2", jpeg=False):
+    """A single-frame greyscale DICOM; ``jpeg``: JPEG baseline compressed, the challenge's encoding."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = JPEGBaseline8Bit if jpeg else ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
@@ -126,7 +129,13 @@ def write_dicom(path, pixels, bits_stored, photometric="MONOCHROME2"):
     ds.BitsStored = bits_stored
     ds.HighBit = bits_stored - 1
     ds.PixelRepresentation = 0
-    ds.PixelData = pixels.astype(np.uint8 if bits_stored <= 8 else np.uint16).tobytes()
+    if jpeg:
+        encoded = io.BytesIO()
+        Image.fromarray(pixels.astype(np.uint8)).save(encoded, format="JPEG", quality=95)
+        ds.PixelData = encapsulate([encoded.getvalue()])
+        ds["PixelData"].VR = "OB"
+    else:
+        ds.PixelData = pixels.astype(np.uint8 if bits_stored <= 8 else np.uint16).tobytes()
     ds.save_as(path, enforce_file_format=True)
 
 
@@ -149,7 +158,7 @@ def rsna_raw(tmp_path):
                            "width": 200.0 if opacity else "", "height": 300.0 if opacity else "",
                            "Target": int(opacity)})
         pixels = np.arange(64, dtype=np.uint8).reshape(8, 8) + i
-        write_dicom(str(raw / "stage_2_train_images" / f"{patient}.dcm"), pixels, 8)
+        write_dicom(str(raw / "stage_2_train_images" / f"{patient}.dcm"), pixels, 8, jpeg=i % 2 == 1)
     write_csv(str(raw / "stage_2_detailed_class_info.csv"), ["patientId", "class"], details)
     write_csv(str(raw / "stage_2_train_labels.csv"), ["patientId", "x", "y", "width", "height", "Target"], labels)
     return raw
@@ -169,11 +178,14 @@ def test_rsna18_splits_by_patient_and_converts_dicoms(rsna_raw, tmp_path):
             for name in names:  # class from the CSV: patient i has release class i % 3
                 index = int(name.split("-")[0], 16)
                 assert folder == rsna18.RELEASE_CLASSES[RSNA_CLASSES[index % 3]]
-    some = next(f for f in files["train"]["normal"])
-    index = int(some.split("-")[0], 16)
-    png = Image.open(osp.join(out, "rsna18", "images", "train", "normal", some))
-    assert png.mode == "L"
-    assert np.array_equal(np.asarray(png), np.arange(64, dtype=np.uint8).reshape(8, 8) + index)
+    for split, classes in files.items():
+        for folder, names in classes.items():
+            for name in names:
+                index = int(name.split("-")[0], 16)
+                png = Image.open(osp.join(out, "rsna18", "images", split, folder, name))
+                assert png.mode == "L"
+                error = np.abs(np.asarray(png, dtype=int) - (np.arange(64).reshape(8, 8) + index)).max()
+                assert error <= (4 if index % 2 else 0)  # JPEG-compressed DICOMs are lossy
     assert load(out, "RSNA18").classnames == ["lung opacity", "no lung opacity, not normal", "normal"]
     assert_refuses_to_overwrite(rsna18.prepare, str(rsna_raw), out, "rsna18")
 
