@@ -111,7 +111,8 @@ def test_covid_command_line_and_its_errors(covid_raw, tmp_path, capsys):
 
 
 def write_dicom(path, pixels, bits_stored, photometric="MONOCHROME2", jpeg=False):
-    """A single-frame greyscale DICOM; ``jpeg``: JPEG baseline compressed, the challenge's encoding."""
+    """A single-frame greyscale DICOM; ``jpeg``: JPEG-baseline compressed (the pixel encoding of
+    many released X-ray DICOMs)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()

@@ -7,8 +7,8 @@ Both CSVs hold one row per box, so a patient can appear on several rows; the spl
 patients (stratified by class, default 80/20), so no patient is in both splits. The class comes
 from the detailed CSV and is checked against ``Target`` (1 exactly for Lung Opacity).
 
-DICOM to PNG (the challenge's DICOMs are JPEG-baseline compressed; pydicom decodes them with
-Pillow, uncompressed ones work too): the stored pixel values (no windowing), MONOCHROME1 inverted;
+DICOM to PNG (uncompressed and JPEG-baseline DICOMs both work; pydicom decodes the latter with
+Pillow): the stored pixel values (no windowing), MONOCHROME1 inverted;
 8-bit data (the challenge's images) becomes an 8-bit PNG, deeper data a 16-bit PNG scaled from
 its ``BitsStored`` range to the full 16-bit range (``datasets.imageio`` reads 16-bit by that range).
 """
