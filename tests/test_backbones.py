@@ -16,7 +16,8 @@ from configs.errors import InputError
 BACKBONES = ["biomedclip", "clip", "medclip", "plip", "quiltnet"]
 CLASS_NAMES = ["normal lung", "covid", "colorectal adenocarcinoma epithelium"]
 CONTEXT_WORDS = ["a", "photo", "of", "the"]  # one token each in every tokenizer
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "medclip_vit_keys.json")
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+FIXTURE = os.path.join(FIXTURES, "medclip_vit_keys.json")
 
 
 def _hf_ids(backbone, texts):
@@ -240,6 +241,35 @@ def test_released_medclip_checkpoint_format_loads_with_no_missing_or_unexpected_
         model = MedCLIPModel(SwinConfig(**fixture["swin_config"]), BertConfig(**fixture["bert_config"]))
     incompatible = model.load_released_state_dict(released)  # a shape mismatch raises
     assert incompatible.missing_keys == [] and incompatible.unexpected_keys == []
+
+
+def test_medclip_rebuild_computes_what_the_medclip_package_computes():
+    """The fixture is a small released-format checkpoint with the medclip package's own image and text
+    features on fixed inputs (see fixtures/medclip_make_fixtures.py)."""
+    import importlib.util
+
+    from safetensors import safe_open
+    from transformers import BertConfig, SwinConfig
+
+    from clip_models.medclip import MedCLIPModel
+
+    spec = importlib.util.spec_from_file_location("medclip_make_fixtures",
+                                                  os.path.join(FIXTURES, "medclip_make_fixtures.py"))
+    make_fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_fixtures)
+    with safe_open(os.path.join(FIXTURES, "medclip_package_reference.safetensors"), "pt") as f:
+        meta = f.metadata()
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    checkpoint = {k[len("checkpoint/"):]: v for k, v in tensors.items() if k.startswith("checkpoint/")}
+    model = MedCLIPModel(SwinConfig(**json.loads(meta["swin_config"])), BertConfig(**json.loads(meta["bert_config"])),
+                         embed_dim=int(meta["embed_dim"])).eval()
+    incompatible = model.load_released_state_dict(checkpoint)
+    assert incompatible.missing_keys == [] and incompatible.unexpected_keys == []
+    with torch.no_grad():
+        image = model.vision_model(make_fixtures.reference_pixels(torch))
+        text = model.text_model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"])
+    assert (image - tensors["image_features"]).abs().max() <= 1e-5
+    assert (text - tensors["text_features"]).abs().max() <= 1e-5
 
 
 def test_medclip_standin_is_written_in_the_released_format(standins):
