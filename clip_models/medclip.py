@@ -158,7 +158,8 @@ class MedCLIPBackbone(MedFMBackbone):
         if incompatible.missing_keys or incompatible.unexpected_keys:
             raise InputError(f"medclip: {checkpoint} is not a MedCLIP-ViT checkpoint "
                              f"({len(incompatible.missing_keys)} missing keys, e.g. {incompatible.missing_keys[:1]}; "
-                             f"{len(incompatible.unexpected_keys)} unexpected, e.g. {incompatible.unexpected_keys[:1]})")
+                             f"{len(incompatible.unexpected_keys)} unexpected, "
+                             f"e.g. {incompatible.unexpected_keys[:1]})")
         self.model.eval()
         self.image_size = vision_config.image_size
         self.context_length = CONTEXT_LENGTH
@@ -181,7 +182,8 @@ class MedCLIPBackbone(MedFMBackbone):
         return self.model.text_model.model.embeddings.word_embeddings(input_ids)
 
     def _encode_text_embeddings(self, embeddings, tokens):
-        return self.model.text_model(inputs_embeds=embeddings, attention_mask=tokens.attention_mask.to(embeddings.device))
+        mask = tokens.attention_mask.to(embeddings.device)
+        return self.model.text_model(inputs_embeds=embeddings, attention_mask=mask)
 
     def count_tokens(self, text):
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -9,16 +9,13 @@ from .base import MedFMBackbone, TokenizedText
 from .loading import explain_missing_weights, hub_file, hub_id, local_path
 from .registry import register_backbone
 
-# PLIP's preprocessor uses CLIP's normalisation.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
 
 @register_backbone("plip")
 class PLIPBackbone(MedFMBackbone):
     default_weights = "vinid/plip"
 
     def __init__(self, weights=""):
+        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
         from transformers import CLIPModel, CLIPTokenizer
 
         super().__init__()
@@ -35,7 +32,7 @@ class PLIPBackbone(MedFMBackbone):
         self.context_length = config.text_config.max_position_embeddings
         self.ctx_dim = config.text_config.hidden_size
         self.embed_dim = config.projection_dim
-        self._set_normalisation(CLIP_MEAN, CLIP_STD)
+        self._set_normalisation(OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)  # PLIP's preprocessor uses CLIP's
 
     def encode_normalized_image(self, pixel_values):
         return self.model.get_image_features(pixel_values=pixel_values).pooler_output
@@ -63,7 +60,8 @@ class PLIPBackbone(MedFMBackbone):
     def _token_embedding_replaced_by(self, embeddings):
         def replace(module, inputs, output):
             if output.shape != embeddings.shape:
-                raise ValueError(f"embeddings {tuple(embeddings.shape)} do not match the token ids {tuple(output.shape)}")
+                raise ValueError(f"embeddings {tuple(embeddings.shape)} do not match the token ids "
+                                 f"{tuple(output.shape)}")
             return embeddings.to(output.dtype)
 
         handle = self.model.text_model.embeddings.token_embedding.register_forward_hook(replace)

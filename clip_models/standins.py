@@ -25,14 +25,18 @@ from .registry import backbone_class
 # The BERT tower BiomedCLIP's open_clip_config.json names.
 BIOMEDCLIP_BERT_ID = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
 CLIP_VOCAB_SIZE = 49408  # the CLIP tokenizer emits ids up to 49407, so the stand-in keeps the full table
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 WORDPIECE_WORDS = (
-    "a an and of the with in on at is are this photo image picture scan slide x ray chest lung lungs opacity "
+    "a an and of the with in on at is are this photo image picture scan slide ray chest lung lungs opacity "
     "normal not no pneumonia covid tissue tumor tumour cancer benign malignant colon colorectal adenocarcinoma "
-    "epithelium adipose background debris lymphocytes mucus smooth muscle mucosa stroma cancer associated "
+    "epithelium adipose background debris lymphocytes mucus smooth muscle mucosa stroma associated "
     "atelectasis cardiomegaly consolidation edema pleural effusion histopathology microscopy"
 ).split()
+
+
+def _clip_preprocess():
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    return {"mean": list(OPENAI_DATASET_MEAN), "std": list(OPENAI_DATASET_STD)}
 
 
 def write_hub_repo(cache_dir, repo_id, write_files):
@@ -94,7 +98,7 @@ def _write_open_clip_clip(cache_dir, repo_id, seed):
 
     def write(folder):
         _write_json(os.path.join(folder, "open_clip_config.json"),
-                    {"model_cfg": model_cfg, "preprocess_cfg": {"mean": CLIP_MEAN, "std": CLIP_STD}})
+                    {"model_cfg": model_cfg, "preprocess_cfg": _clip_preprocess()})
         _save_safetensors(model, os.path.join(folder, "open_clip_model.safetensors"))
 
     write_hub_repo(cache_dir, repo_id, write)
@@ -139,7 +143,7 @@ def _write_biomedclip(cache_dir, repo_id, seed):
 
     def write(folder):
         _write_json(os.path.join(folder, "open_clip_config.json"),
-                    {"model_cfg": model_cfg, "preprocess_cfg": {"mean": CLIP_MEAN, "std": CLIP_STD}})
+                    {"model_cfg": model_cfg, "preprocess_cfg": _clip_preprocess()})
         _save_safetensors(model, os.path.join(folder, "open_clip_model.safetensors"))
 
     write_hub_repo(cache_dir, repo_id, write)

@@ -69,13 +69,6 @@ def _prompt_embeddings(backbone, ctx, class_names, position="end"):
     return torch.cat(rows), tokens
 
 
-def _word_embeddings(backbone, words):
-    tokens = backbone.tokenize([" ".join(words)])
-    assert int(tokens.lengths[0]) == len(words) + 2
-    with torch.no_grad():
-        return backbone.token_embedding(tokens.input_ids)[0, 1:1 + len(words)]
-
-
 def test_registry_lists_the_five_backbones_and_rejects_unknown_names():
     assert available_backbones() == BACKBONES
     with pytest.raises(InputError) as error:
@@ -116,7 +109,8 @@ def test_context_set_to_real_words_gives_the_models_own_text_features(backbones,
     backbone = backbones[name]
     if truncate and not backbone.exact_under_truncation:
         pytest.skip("mean pooling over padding: prompts always run padded")
-    ctx = _word_embeddings(backbone, CONTEXT_WORDS)
+    ctx = backbone.word_embeddings(" ".join(CONTEXT_WORDS))  # CTX_INIT
+    assert ctx.shape == (len(CONTEXT_WORDS), backbone.ctx_dim) and not ctx.requires_grad
     embeddings, tokens = _prompt_embeddings(backbone, ctx, CLASS_NAMES, position)
     context = " ".join(CONTEXT_WORDS)
     sentences = [f"{context} {c}." if position == "end" else f"{c} {context}." for c in CLASS_NAMES]
@@ -201,7 +195,8 @@ def test_missing_hub_weights_offline_is_one_line_naming_model_id_and_remedy(stan
 def test_missing_text_tower_repo_is_named(standins):
     # A BiomedCLIP-style repo whose BERT tower repo is not in the cache.
     config = {"model_cfg": {"embed_dim": 16, "vision_cfg": {"timm_model_name": "test_vit"},
-                            "text_cfg": {"hf_model_name": "nobody/no-such-bert", "hf_tokenizer_name": "nobody/no-such-bert"}}}
+                            "text_cfg": {"hf_model_name": "nobody/no-such-bert",
+                                         "hf_tokenizer_name": "nobody/no-such-bert"}}}
     write_hub_repo(os.environ["HF_HUB_CACHE"], "test/tower-missing", lambda folder: json.dump(
         config, open(os.path.join(folder, "open_clip_config.json"), "w")))
     _assert_one_line_input_error(lambda: build_backbone("biomedclip", "test/tower-missing"),
