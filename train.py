@@ -84,17 +84,28 @@ def setup_cfg(args):
     if args.transforms:
         cfg.INPUT.TRANSFORMS = args.transforms
 
-    opts = args.opts or []
+    opts = list(args.opts or [])
     if len(opts) % 2:
         raise InputError(f"Overrides must be KEY VALUE pairs; got an odd list: {' '.join(opts)}")
-    for key in opts[0::2]:
-        _check_key(cfg, key)
+    for i in range(0, len(opts), 2):
+        _check_key(cfg, opts[i])
+        opts[i + 1] = _float_for_float_key(_node(cfg, opts[i]), opts[i + 1])
     try:
         cfg.merge_from_list(opts)
     except (ValueError, AssertionError) as e:
         raise InputError(f"Bad override in {' '.join(opts)}: {str(e).splitlines()[0]}") from None
     cfg.freeze()
     return cfg
+
+
+def _float_for_float_key(current, value):
+    """Let ``BACKDOOR.POISON_PERCENTAGE 20`` set a float key (yacs would reject the int 20)."""
+    if isinstance(current, float) and isinstance(value, str):
+        try:
+            return str(float(int(value)))
+        except ValueError:
+            return value
+    return value
 
 
 def _node(cfg, dotted):

@@ -4,6 +4,8 @@
 - Its warm-up schedulers pass ``verbose`` to torch's ``LRScheduler`` (gone in current torch) and
   pickle the successor scheduler into checkpoints: the built-in ``build_lr_scheduler`` (the same
   schedule on torch's ``SequentialLR``) is used instead.
+- Its ``setup_logger`` tee closes the console it wraps when garbage-collected (``Logger.__del__``),
+  so a second run in one process loses stdout: the built-in one (same file naming) is used instead.
 - Its checkpoints are read with ``torch.load`` without ``weights_only`` and ``load_model`` crashes
   on ``val_result=None``: ``TrainerX`` saves, resumes and loads through the project's
   ``CheckpointingMixin`` (atomic writes, ``weights_only=True``, random state restored on resume).
@@ -23,9 +25,10 @@ from dassl.evaluation import EVALUATOR_REGISTRY, build_evaluator
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_optimizer
 from dassl.utils import (AverageMeter, MetricMeter, Registry, collect_env_info, count_num_param,
-                         listdir_nohidden, mkdir_if_missing, read_image, set_random_seed, setup_logger)
+                         listdir_nohidden, mkdir_if_missing, read_image, set_random_seed)
 
 from .builtin.optim import build_lr_scheduler
+from .builtin.utils import setup_logger
 from .checkpoint import CheckpointingMixin
 
 logging.disable(logging.NOTSET)

@@ -30,5 +30,17 @@ def _restore_stdout():
     stdout = sys.stdout
     yield
     if sys.stdout is not stdout:
-        getattr(sys.stdout, "close", lambda: None)()
+        log_file = getattr(sys.stdout, "file", None)  # both engines' tees keep the log in .file
+        if log_file is not None:
+            log_file.close()
         sys.stdout = stdout
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """A small synthetic COVID-like dataset (2 classes, 16 train and 10 test images each, 32 px)."""
+    from datasets.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate("covid", str(root), train_per_class=16, test_per_class=10, size=32, seed=0)
+    return str(root)

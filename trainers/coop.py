@@ -27,9 +27,8 @@ class PromptLearner(nn.Module):
         n_cls = len(classnames)
         device = backbone._pixel_mean.device
         if ctx_init:
-            n_ctx = backbone.count_tokens(ctx_init)
-            with torch.no_grad():
-                init = backbone.token_embedding(backbone.tokenize([ctx_init]).input_ids.to(device))[0, 1:1 + n_ctx]
+            init = backbone.word_embeddings(ctx_init)
+            n_ctx = len(init)
             ctx = init.expand(n_cls, -1, -1).clone() if opts.CSC else init.clone()
             prompt_prefix = ctx_init
         else:

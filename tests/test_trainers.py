@@ -1,0 +1,185 @@
+"""CoOp, BAPLe and ZeroShot on the offline stand-ins and a synthetic dataset."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import train as train_cli
+from helpers_runs import REPO, build, run_cfg, train
+from trainers.metrics import backdoor_metrics
+from trainers.poisoning import plan_poisoning, poison_count
+
+RESULT_SECTIONS = ("clean", "backdoor", "poison", "trainable_params", "target_class", "num_test")
+
+
+def read_results(folder):
+    with open(os.path.join(folder, "results.json")) as f:
+        return json.load(f)
+
+
+def backbone_state(trainer):
+    return {k: v.clone() for k, v in trainer.model.backbone.state_dict().items()}
+
+
+def test_baple_keeps_noise_in_budget_backbone_frozen_and_clean_rows_untouched(standins, synthetic_root, tmp_path):
+    cfg = run_cfg("BAPLe", synthetic_root, tmp_path, standins["biomedclip"], **{"BACKDOOR.POISON_COUNT": 3})
+    trainer = build(cfg)
+    before = backbone_state(trainer)
+    eps = cfg.BACKDOOR.NOISE_EPS / 255
+    norms, encoder_inputs = [], []
+
+    noise = trainer.trigger.noise
+    signed_step = noise.signed_step
+    noise.signed_step = lambda step: (signed_step(step), norms.append(noise.delta.abs().max().item()))
+    image_embeddings = trainer.model.image_embeddings
+    trainer.model.image_embeddings = lambda x: (encoder_inputs.append(x.detach().clone()), image_embeddings(x))[1]
+    forward_backward = trainer.forward_backward
+    checked = []
+
+    def checked_forward_backward(batch):
+        images = batch["img"].clone()
+        encoder_inputs.clear()
+        out = forward_backward(batch)
+        assert torch.equal(batch["img"], images)  # the batch itself is never modified
+        poisoned = trainer.poison_mask[batch["index"]]
+        if (~poisoned).any():  # the clean rows reach the encoder exactly as loaded
+            assert torch.equal(encoder_inputs[0], images[~poisoned])
+        if poisoned.any():  # the triggered rows differ from the loaded ones
+            assert not torch.equal(encoder_inputs[-1], images[poisoned])
+        checked.append(int(poisoned.sum()))
+        return out
+
+    trainer.forward_backward = checked_forward_backward
+    trainer.train()
+
+    assert sum(checked) == 3 * cfg.OPTIM.MAX_EPOCH
+    assert norms and max(norms) <= eps + 1e-7
+    assert max(norms) > 0
+    after = trainer.model.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    trainable = {name for model_name, model in trainer._models.items()
+                 for name, p in model.named_parameters(prefix=model_name) if p.requires_grad}
+    assert trainable == {"prompt_learner.ctx", "trigger.noise.delta"}
+    results = read_results(tmp_path)
+    assert results["trainable_params"] == trainer.prompt_learner.ctx.numel() + noise.delta.numel()
+    assert results["poison"]["count"] == 3 and results["attack"] == "baple"
+    assert 0 <= results["backdoor"]["accuracy"] <= 1 and results["clean"]["accuracy"] is not None
+
+
+@pytest.mark.parametrize("n, percentage, expected", [(288, 5, 14), (16, 5, 1), (20, 2.5, 1), (100, 0, 0), (64, 50, 32)])
+def test_poison_count_rounds_half_up(n, percentage, expected):
+    assert poison_count(n, percentage) == expected
+    assert poison_count(n, percentage, count=7) == 7
+
+
+def test_poison_plan_is_exact_seeded_and_can_avoid_the_target():
+    labels = np.repeat(np.arange(3), 32)
+    a = plan_poisoning(labels, target=1, percentage=5, seed=3)
+    assert len(a.poisoned) == 5 and a.poisoned == plan_poisoning(labels, 1, 5, seed=3).poisoned
+    assert a.poisoned != plan_poisoning(labels, 1, 5, seed=4).poisoned
+    b = plan_poisoning(labels, target=1, percentage=20, non_target_only=True, cross_ratio=2, seed=0)
+    assert all(labels[i] != 1 for i in b.poisoned) and len(b.poisoned) == 19
+    assert len(b.cross) == 38 and not set(b.cross) & set(b.poisoned)
+
+
+def test_poisoned_rows_get_the_target_label(standins, synthetic_root, tmp_path):
+    cfg = run_cfg("BAPLe", synthetic_root, tmp_path, standins["biomedclip"],
+                  **{"BACKDOOR.POISON_COUNT": 4, "BACKDOOR.TARGET_CLASS": 1})
+    trainer = build(cfg)
+    seen = 0
+    for batch in trainer.train_loader_x:
+        _, labels, poisoned, _ = trainer.parse_batch_train(batch)
+        assert (labels[poisoned] == 1).all()
+        assert torch.equal(labels[~poisoned], batch["label"][~poisoned])
+        seen += int(poisoned.sum())
+    assert seen == 4 and trainer.poison_plan.poisoned == build(cfg).poison_plan.poisoned
+
+
+def test_backdoor_metrics_on_a_hand_checked_case():
+    # Six test images, target class 0. Triggered predictions hit the target on images 0, 1, 3, 5.
+    labels = [0, 0, 1, 1, 2, 2]
+    clean = [0, 1, 1, 1, 2, 0]
+    triggered = [0, 0, 1, 0, 2, 0]
+    m = backdoor_metrics(labels, clean, triggered, target=0)
+    assert m["accuracy"] == pytest.approx(4 / 6)  # BA: over all six images
+    assert m["asr_non_target"] == pytest.approx(2 / 4)  # images 2..5 are not of the target; 3 and 5 flipped
+    assert m["agreement"] == pytest.approx(4 / 6)  # images 0, 2, 4, 5 keep their clean prediction
+    assert m["macro_f1"] == pytest.approx(2 * (4 / 6) / (1 + 4 / 6))  # F1 of the target class, precision 1
+
+
+def test_eval_only_reproduces_results(standins, synthetic_root, tmp_path):
+    common = ["--root", synthetic_root, "--trainer", "BAPLe", "--seed", "1",
+              "--dataset-config-file", os.path.join(REPO, "configs/datasets/covid.yaml"),
+              "--config-file", os.path.join(REPO, "configs/trainers/BAPLe/biomedclip.yaml")]
+    opts = ["MODEL.BACKBONE.WEIGHTS", standins["biomedclip"], "USE_CUDA", "False", "VERBOSE", "False",
+            "DATASET.NUM_SHOTS", "8", "OPTIM.MAX_EPOCH", "2", "DATALOADER.NUM_WORKERS", "0",
+            "DATALOADER.TRAIN_X.BATCH_SIZE", "8", "TRAINER.COOP.N_CTX", "4", "BACKDOOR.POISON_COUNT", "2"]
+    train_cli.main(train_cli.build_parser().parse_args(common + ["--output-dir", str(tmp_path / "run")] + opts))
+    train_cli.main(train_cli.build_parser().parse_args(
+        common + ["--output-dir", str(tmp_path / "eval"), "--eval-only", "--model-dir", str(tmp_path / "run")] + opts))
+    trained, evaluated = read_results(tmp_path / "run"), read_results(tmp_path / "eval")
+    for key in RESULT_SECTIONS:
+        assert trained[key] == evaluated[key], key
+    assert trained["backdoor"]["accuracy"] is not None
+
+
+def test_clean_coop_and_zeroshot_report_no_backdoor_unless_given_a_trigger(standins, synthetic_root, tmp_path):
+    baple = train(run_cfg("BAPLe", synthetic_root, tmp_path / "baple", standins["biomedclip"]))
+    coop = train(run_cfg("CoOp", synthetic_root, tmp_path / "coop", standins["biomedclip"]))
+    results = read_results(tmp_path / "coop")
+    assert results["backdoor"] is None and results["poison"]["count"] == 0 and results["attack"] == "none"
+    assert results["trainable_params"] == coop.prompt_learner.ctx.numel()
+
+    zeroshot = train(run_cfg("ZeroShot", synthetic_root, tmp_path / "zs", standins["biomedclip"]))
+    zs = read_results(tmp_path / "zs")
+    assert zs["trainable_params"] == 0 and zs["backdoor"] is None
+    assert 0 <= zs["clean"]["accuracy"] <= 1 and zeroshot.model.backbone is not None
+
+    # The clean CoOp model tested under BAPLe's learned trigger: same trigger tensors, its own prompt.
+    cfg = run_cfg("CoOp", synthetic_root, tmp_path / "coop_under_baple", standins["biomedclip"],
+                  **{"BACKDOOR.EVAL_TRIGGER": str(tmp_path / "baple")})
+    evaluator = build(cfg)
+    evaluator.load_model(str(tmp_path / "coop"))
+    trigger = evaluator.eval_trigger()
+    assert torch.equal(trigger.noise.delta, baple.trigger.noise.delta.cpu())
+    evaluator.test()
+    assert read_results(tmp_path / "coop_under_baple")["backdoor"]["accuracy"] is not None
+
+
+@pytest.mark.parametrize("position, csc, ctx_init", [("middle", False, ""), ("front", True, ""), ("end", False, "a photo of")])
+def test_prompt_variants_train(standins, synthetic_root, tmp_path, position, csc, ctx_init):
+    cfg = run_cfg("CoOp", synthetic_root, tmp_path, standins["clip"], backbone="clip",
+                  **{"TRAINER.COOP.CLASS_TOKEN_POSITION": position, "TRAINER.COOP.CSC": csc,
+                     "TRAINER.COOP.CTX_INIT": ctx_init, "OPTIM.MAX_EPOCH": 1})
+    trainer = build(cfg)
+    ctx = trainer.prompt_learner.ctx.detach().clone()
+    assert ctx.shape[0] == (2 if csc else (3 if ctx_init else 4))
+    trainer.train()
+    assert not torch.equal(ctx, trainer.prompt_learner.ctx.detach())
+
+
+def test_baple_starts_from_a_clean_coop_context(standins, synthetic_root, tmp_path):
+    coop = train(run_cfg("CoOp", synthetic_root, tmp_path / "coop", standins["biomedclip"]))
+    baple = build(run_cfg("BAPLe", synthetic_root, tmp_path / "baple", standins["biomedclip"],
+                          **{"TRAINER.BAPLE.INIT": str(tmp_path / "coop")}))
+    assert torch.equal(baple.prompt_learner.ctx, coop.prompt_learner.ctx)
+
+
+def test_baple_runs_through_real_dassl(standins, synthetic_root, tmp_path):
+    pytest.importorskip("dassl")
+    env = dict(os.environ, BAPLE_ENGINE="dassl")
+    result = subprocess.run(
+        [sys.executable, "train.py", "--root", synthetic_root, "--trainer", "BAPLe", "--seed", "1",
+         "--dataset-config-file", "configs/datasets/covid.yaml", "--config-file", "configs/trainers/BAPLe/biomedclip.yaml",
+         "--output-dir", str(tmp_path), "MODEL.BACKBONE.WEIGHTS", standins["biomedclip"], "USE_CUDA", "False",
+         "DATASET.NUM_SHOTS", "8", "OPTIM.MAX_EPOCH", "2", "DATALOADER.NUM_WORKERS", "0",
+         "DATALOADER.TRAIN_X.BATCH_SIZE", "8", "TRAINER.COOP.N_CTX", "4"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Engine backend: dassl" in result.stdout
+    results = read_results(tmp_path)
+    assert results["backdoor"]["accuracy"] is not None and results["poison"]["count"] == 1
