@@ -111,6 +111,13 @@ class MedFMBackbone(nn.Module):
         """Number of tokens ``text`` takes inside a prompt, without special tokens."""
         raise NotImplementedError
 
+    def word_embeddings(self, text):
+        """[count_tokens(text), ctx_dim]: the raw token embeddings of ``text`` without special tokens,
+        detached (context initialised from words, CoOp's CTX_INIT; n_ctx is then its row count)."""
+        tokens = self.tokenize([text]).to(self._pixel_mean.device)
+        with torch.no_grad():
+            return self.token_embedding(tokens.input_ids)[0, 1:1 + self.count_tokens(text)].clone()
+
     @property
     def logit_scale(self):
         """The log of the softmax temperature's inverse (CLIP's ``logit_scale``; use ``.exp()``)."""

@@ -1,0 +1,65 @@
+"""BiomedCLIP: open_clip ``CustomTextCLIP`` with a timm ViT-B/16 image tower and a PubMedBERT text
+tower (Hugging Face ``BertModel``), pooled at the [CLS] token and projected by an MLP.
+
+Weights: a hub repo or local folder in open_clip's format; the BERT tower's config and tokenizer come
+from the hub repo named in its ``open_clip_config.json`` (for a local folder: the tokenizer from the
+folder itself, as open_clip does).
+
+Prompts run through BERT's embedding layer once: the learnable context is spliced into the raw word
+embeddings, and ``BertModel`` adds positions, token types and its LayerNorm (the reference code embedded
+the fixed tokens fully, then passed them through the embedding layer a second time).
+"""
+from configs.errors import InputError
+
+from .base import MedFMBackbone, TokenizedText
+from .loading import load_open_clip
+from .registry import register_backbone
+
+
+@register_backbone("biomedclip")
+class BiomedCLIPBackbone(MedFMBackbone):
+    default_weights = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+
+    def __init__(self, weights=""):
+        from open_clip.hf_model import HFTextEncoder
+
+        super().__init__()
+        self.weights = weights or self.default_weights
+        self.model, self.tokenizer = load_open_clip(self.name, self.weights)
+        if not isinstance(getattr(self.model, "text", None), HFTextEncoder):
+            raise InputError(f"{self.name}: MODEL.BACKBONE.WEIGHTS={self.weights!r} is a {type(self.model).__name__} "
+                             "without a Hugging Face text tower; BiomedCLIP weights are an open_clip CustomTextCLIP")
+        self.text = self.model.text
+        self.image_size = self.model.visual.image_size[0]
+        self.context_length = self.tokenizer.context_length
+        self.ctx_dim = self.text.transformer.config.hidden_size
+        self.embed_dim = self.text.output_dim
+        self._set_normalisation(self.model.visual.preprocess_cfg["mean"], self.model.visual.preprocess_cfg["std"])
+
+    def encode_normalized_image(self, pixel_values):
+        return self.model.encode_image(pixel_values)
+
+    def image_encoder_parameters(self):
+        return list(self.model.visual.parameters())
+
+    def tokenize(self, texts):
+        input_ids = self.tokenizer(list(texts), context_length=self.context_length)
+        # The mask open_clip's HFTextEncoder builds: every non-padding token.
+        return TokenizedText(input_ids, (input_ids != self.text.config.pad_token_id).long())
+
+    def token_embedding(self, input_ids):
+        return self.text.transformer.embeddings.word_embeddings(input_ids)
+
+    def _encode_text_embeddings(self, embeddings, tokens):
+        mask = tokens.attention_mask.to(embeddings.device)
+        out = self.text.transformer(inputs_embeds=embeddings, attention_mask=mask)
+        return self.text.proj(self.text.pooler(out, mask))
+
+    def count_tokens(self, text):
+        cleaned = self.tokenizer.clean_fn(text)
+        return len(self.tokenizer.tokenizer(cleaned, add_special_tokens=False)["input_ids"])
+
+    @property
+    def logit_scale(self):
+        return self.model.logit_scale
+

@@ -1,0 +1,193 @@
+"""MedCLIP-ViT, rebuilt with transformers classes alone.
+
+The ``medclip`` package (0.0.3) does not import with transformers 5 and moves inputs to CUDA
+unconditionally, so this file rebuilds its ``MedCLIPModel(vision_cls=MedCLIPVisionModelViT)``: a
+``SwinModel`` (config of ``microsoft/swin-tiny-patch4-window7-224``) pooled by its average pooler, a
+``BertModel`` (config and tokenizer of ``emilyalsentzer/Bio_ClinicalBERT``) pooled as the mean over all
+positions of hidden states 1, 2 and the last, bias-free projections to 512 and a ``logit_scale``. Module
+names follow the package, so the released ``pytorch_model.bin`` loads into it after the renames below.
+
+Weights: the released folder (holding ``pytorch_model.bin``) or that file. Default: ``$MEDCLIP_WEIGHTS``
+when set, else ``pretrained/medclip-vit`` (the package's own default folder, relative to the working
+directory). The two tower repos' configs and the BERT vocabulary come from the hub cache, as in the package.
+
+Text context length: 77, the ``model_max_length`` MedCLIP's own processor sets. The reference BAPLe code
+cut prompts at 25 tokens, which drops the end of longer class names behind 16 context tokens. The mean
+pooling runs over padding positions too, so features depend on the padded length:
+``exact_under_truncation`` is False and prompts always run padded to 77.
+
+Images are normalised with CLIP's mean and std, as in the reference BAPLe code (MedCLIP's own processor
+uses a grey-level mean 0.586 and std 0.280).
+"""
+import math
+import os
+
+import torch
+import torch.nn as nn
+
+from configs.errors import InputError
+
+from .base import MedFMBackbone, TokenizedText
+from .loading import explain_missing_weights, hub_file
+from .registry import register_backbone
+
+SWIN_ID = "microsoft/swin-tiny-patch4-window7-224"
+BERT_ID = "emilyalsentzer/Bio_ClinicalBERT"
+WEIGHTS_ENV = "MEDCLIP_WEIGHTS"
+CHECKPOINT_NAME = "pytorch_model.bin"
+EMBED_DIM = 512
+CONTEXT_LENGTH = 77
+HOW_TO_PROVIDE = (f"download and unzip the released MedCLIP-ViT weights (MedCLIP's GitHub README) and set "
+                  f"MODEL.BACKBONE.WEIGHTS (or ${WEIGHTS_ENV}) to that folder or its {CHECKPOINT_NAME}")
+
+# transformers 5 renamed Swin's inner layers (its conversion_mapping.py, entry "swin"); the released
+# checkpoint was saved under transformers 4. Pairs (transformers 4 name, transformers 5 name), applied
+# in order to keys under SWIN_PREFIX.
+SWIN_PREFIX = "vision_model.model."
+SWIN_RENAMES = (
+    ("attention.self.query", "attention.q_proj"),
+    ("attention.self.key", "attention.k_proj"),
+    ("attention.self.value", "attention.v_proj"),
+    ("attention.self.relative_position_", "attention.relative_position_bias.relative_position_"),
+    ("attention.output.dense", "attention.o_proj"),
+    ("intermediate.dense", "mlp.fc1"),
+    ("output.dense", "mlp.fc2"),
+)
+
+
+def _rename(key, renames):
+    if key.startswith(SWIN_PREFIX):
+        for old, new in renames:
+            key = key.replace(old, new)
+    return key
+
+
+class MedCLIPVision(nn.Module):
+    def __init__(self, config, embed_dim):
+        from transformers import SwinModel
+
+        super().__init__()
+        self.model = SwinModel(config)
+        self.projection_head = nn.Linear(self.model.num_features, embed_dim, bias=False)
+
+    def forward(self, pixel_values):
+        return self.projection_head(self.model(pixel_values=pixel_values).pooler_output)
+
+
+class MedCLIPText(nn.Module):
+    def __init__(self, config, embed_dim):
+        from transformers import BertModel
+
+        super().__init__()
+        self.model = BertModel(config)
+        self.projection_head = nn.Linear(config.hidden_size, embed_dim, bias=False)
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None):
+        out = self.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                         output_hidden_states=True)
+        hidden = out.hidden_states  # embeddings, then one entry per layer
+        # MedCLIP's pooling: over all positions (padding included), then over layers 1, 2 and the last.
+        pooled = torch.stack([hidden[1], hidden[2], hidden[-1]], dim=1).mean(dim=2).mean(dim=1)
+        return self.projection_head(pooled)
+
+
+class MedCLIPModel(nn.Module):
+    """The package's MedCLIPModel (ViT variant) with the same parameter names."""
+
+    def __init__(self, vision_config, text_config, embed_dim=EMBED_DIM):
+        super().__init__()
+        self.vision_model = MedCLIPVision(vision_config, embed_dim)
+        self.text_model = MedCLIPText(text_config, embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def _unsaved_buffers(self):
+        return {name for name, _ in self.named_buffers()} - set(self.state_dict())
+
+    def load_released_state_dict(self, state_dict):
+        """Loads a state dict saved by the medclip package under transformers 4 (Swin keys renamed,
+        buffers that transformers 5 no longer saves dropped). Returns load_state_dict's incompatible keys."""
+        unsaved = self._unsaved_buffers()
+        renamed = {_rename(key, SWIN_RENAMES): value for key, value in state_dict.items()}
+        return self.load_state_dict({k: v for k, v in renamed.items() if k not in unsaved}, strict=False)
+
+    def released_state_dict(self):
+        """This model's weights in the released (transformers 4) format, saved buffers included."""
+        state = dict(self.state_dict())
+        state.update({name: buffer for name, buffer in self.named_buffers() if name.endswith(
+            ("relative_position_index", "embeddings.position_ids"))})
+        reverse = tuple((new, old) for old, new in reversed(SWIN_RENAMES))
+        return {_rename(key, reverse): value for key, value in state.items()}
+
+
+def checkpoint_file(weights):
+    """The released checkpoint file named by ``weights`` (its folder or the file), or an InputError."""
+    path = os.path.abspath(os.path.expanduser(weights))
+    if os.path.isdir(path):
+        path = os.path.join(path, CHECKPOINT_NAME)
+    if not os.path.isfile(path):
+        raise InputError(f"medclip: weights not found: {path}; {HOW_TO_PROVIDE}")
+    return path
+
+
+@register_backbone("medclip")
+class MedCLIPBackbone(MedFMBackbone):
+    default_weights = "pretrained/medclip-vit"
+    exact_under_truncation = False
+
+    def __init__(self, weights=""):
+        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+        from transformers import BertConfig, BertTokenizer, SwinConfig
+
+        super().__init__()
+        self.weights = weights or os.environ.get(WEIGHTS_ENV) or self.default_weights
+        checkpoint = checkpoint_file(self.weights)
+        hub_file(self.name, SWIN_ID, "config.json")
+        hub_file(self.name, BERT_ID, "config.json")
+        with explain_missing_weights(self.name, f"{SWIN_ID} and {BERT_ID} (tower configs and vocabulary)"):
+            vision_config = SwinConfig.from_pretrained(SWIN_ID)
+            text_config = BertConfig.from_pretrained(BERT_ID)
+            self.tokenizer = BertTokenizer.from_pretrained(BERT_ID)
+
+        self.model = MedCLIPModel(vision_config, text_config)
+        try:
+            incompatible = self.model.load_released_state_dict(
+                torch.load(checkpoint, map_location="cpu", weights_only=True))
+        except RuntimeError as error:  # shapes that do not match the tower configs
+            raise InputError(f"medclip: {checkpoint} does not fit MedCLIP-ViT with the configs of {SWIN_ID} and "
+                             f"{BERT_ID}: {str(error).splitlines()[-1].strip()}") from None
+        if incompatible.missing_keys or incompatible.unexpected_keys:
+            raise InputError(f"medclip: {checkpoint} is not a MedCLIP-ViT checkpoint "
+                             f"({len(incompatible.missing_keys)} missing keys, e.g. {incompatible.missing_keys[:1]}; "
+                             f"{len(incompatible.unexpected_keys)} unexpected, "
+                             f"e.g. {incompatible.unexpected_keys[:1]})")
+        self.model.eval()
+        self.image_size = vision_config.image_size
+        self.context_length = CONTEXT_LENGTH
+        self.ctx_dim = text_config.hidden_size
+        self.embed_dim = EMBED_DIM
+        self._set_normalisation(OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)
+
+    def encode_normalized_image(self, pixel_values):
+        return self.model.vision_model(pixel_values)
+
+    def image_encoder_parameters(self):
+        return list(self.model.vision_model.parameters())
+
+    def tokenize(self, texts):
+        encoded = self.tokenizer(list(texts), padding="max_length", max_length=self.context_length, truncation=True,
+                                 return_tensors="pt")
+        return TokenizedText(encoded["input_ids"], encoded["attention_mask"])
+
+    def token_embedding(self, input_ids):
+        return self.model.text_model.model.embeddings.word_embeddings(input_ids)
+
+    def _encode_text_embeddings(self, embeddings, tokens):
+        mask = tokens.attention_mask.to(embeddings.device)
+        return self.model.text_model(inputs_embeds=embeddings, attention_mask=mask)
+
+    def count_tokens(self, text):
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @property
+    def logit_scale(self):
+        return self.model.logit_scale

@@ -1,0 +1,284 @@
+"""Every Med-FM backbone, loaded from its offline stand-in through the real loading code."""
+import json
+import os
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import clip_models
+from clip_models import TokenizedText, available_backbones, build_backbone
+from clip_models.registry import _check_placeholder
+from clip_models.standins import write_hub_repo
+from configs.errors import InputError
+
+BACKBONES = ["biomedclip", "clip", "medclip", "plip", "quiltnet"]
+CLASS_NAMES = ["normal lung", "covid", "colorectal adenocarcinoma epithelium"]
+CONTEXT_WORDS = ["a", "photo", "of", "the"]  # one token each in every tokenizer
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+FIXTURE = os.path.join(FIXTURES, "medclip_vit_keys.json")
+
+
+def _hf_ids(backbone, texts):
+    encoded = backbone.tokenizer(texts, padding="max_length", max_length=backbone.context_length, truncation=True,
+                                 return_tensors="pt")
+    return encoded["input_ids"], encoded["attention_mask"]
+
+
+def _open_clip_own(backbone, texts):
+    return backbone.model.encode_text(backbone.tokenizer(texts))
+
+
+def _plip_own(backbone, texts):
+    ids, mask = _hf_ids(backbone, texts)
+    return backbone.model.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
+
+
+def _medclip_own(backbone, texts):
+    ids, mask = _hf_ids(backbone, texts)
+    return backbone.model.text_model(input_ids=ids, attention_mask=mask)
+
+
+# Each model's own text encoding of plain sentences: its library's tokenizer and forward from token ids.
+OWN_TEXT_ENCODING = {"clip": _open_clip_own, "quiltnet": _open_clip_own, "biomedclip": _open_clip_own,
+                     "plip": _plip_own, "medclip": _medclip_own}
+
+
+@pytest.fixture(scope="module")
+def backbones(standins):
+    return {name: build_backbone(name, standins[name]) for name in BACKBONES}
+
+
+def _prompt_embeddings(backbone, ctx, class_names, position="end"):
+    """CoOp's splice, as the trainers do it: "X X .. X <name>." prompts with the n_ctx placeholder
+    embeddings replaced by ``ctx`` ([n_ctx, ctx_dim]); the class name moved to the front if asked."""
+    n_ctx = ctx.shape[0]
+    tokens = backbone.tokenize([" ".join([backbone.placeholder] * n_ctx) + f" {name}." for name in class_names])
+    with torch.no_grad():
+        embedded = backbone.token_embedding(tokens.input_ids)
+    prefix, suffix = embedded[:, :1], embedded[:, 1 + n_ctx:]
+    ctx = ctx.unsqueeze(0).expand(len(class_names), -1, -1)
+    if position == "end":
+        return torch.cat([prefix, ctx, suffix], dim=1), tokens
+    rows = []
+    for i, name in enumerate(class_names):
+        name_len = backbone.count_tokens(name)
+        rows.append(torch.cat([prefix[i:i + 1], suffix[i:i + 1, :name_len], ctx[i:i + 1], suffix[i:i + 1, name_len:]],
+                              dim=1))
+    return torch.cat(rows), tokens
+
+
+def test_registry_lists_the_five_backbones_and_rejects_unknown_names():
+    assert available_backbones() == BACKBONES
+    with pytest.raises(InputError) as error:
+        build_backbone("clipp")
+    assert "clipp" in str(error.value) and all(name in str(error.value) for name in BACKBONES)
+    assert clip_models.backbone_class("medclip").exact_under_truncation is False
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_backbone_loads_and_gives_image_and_class_text_features(backbones, name):
+    backbone = backbones[name]
+    assert not backbone.training
+    assert all(p.requires_grad for p in backbone.parameters()), "building must not freeze: trainers decide"
+    images = torch.rand(3, 3, backbone.image_size, backbone.image_size)
+    with torch.no_grad():
+        image_features = backbone.encode_image(images)
+        text_features = backbone.encode_text([f"a photo of {c}." for c in CLASS_NAMES])
+        # Normalisation with the model's mean/std happens inside encode_image.
+        mean = torch.tensor(backbone.image_mean).view(1, 3, 1, 1)
+        std = torch.tensor(backbone.image_std).view(1, 3, 1, 1)
+        by_hand = backbone.encode_normalized_image((images - mean) / std)
+    assert image_features.shape == (3, backbone.embed_dim)
+    assert text_features.shape == (len(CLASS_NAMES), backbone.embed_dim)
+    assert torch.isfinite(image_features).all() and torch.isfinite(text_features).all()
+    torch.testing.assert_close(image_features, by_hand)
+    assert not torch.allclose(text_features[0], text_features[1])
+    assert backbone.token_embedding(backbone.tokenize(["x"]).input_ids).shape == (1, backbone.context_length,
+                                                                                  backbone.ctx_dim)
+    assert backbone.logit_scale.ndim == 0 or backbone.logit_scale.numel() == 1
+    image_params = {id(p) for p in backbone.image_encoder_parameters()}
+    assert image_params and image_params < {id(p) for p in backbone.parameters()}
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+@pytest.mark.parametrize("position", ["end", "front"])
+@pytest.mark.parametrize("name", BACKBONES)
+def test_context_set_to_real_words_gives_the_models_own_text_features(backbones, name, position, truncate):
+    backbone = backbones[name]
+    if truncate and not backbone.exact_under_truncation:
+        pytest.skip("mean pooling over padding: prompts always run padded")
+    ctx = backbone.word_embeddings(" ".join(CONTEXT_WORDS))  # CTX_INIT
+    assert ctx.shape == (len(CONTEXT_WORDS), backbone.ctx_dim) and not ctx.requires_grad
+    embeddings, tokens = _prompt_embeddings(backbone, ctx, CLASS_NAMES, position)
+    context = " ".join(CONTEXT_WORDS)
+    sentences = [f"{context} {c}." if position == "end" else f"{c} {context}." for c in CLASS_NAMES]
+    backbone.truncate_prompts = truncate
+    try:
+        with torch.no_grad():
+            spliced = backbone.encode_text_embeddings(embeddings, tokens)
+            own = OWN_TEXT_ENCODING[name](backbone, sentences)
+    finally:
+        backbone.truncate_prompts = backbone.exact_under_truncation
+    assert spliced.shape == own.shape == (len(CLASS_NAMES), backbone.embed_dim)
+    assert (spliced - own).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_prompt_learning_step_reaches_context_and_noise_and_leaves_backbone_untouched(backbones, name):
+    backbone = backbones[name]
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    try:
+        before = {k: v.clone() for k, v in backbone.state_dict().items()}
+        torch.manual_seed(0)
+        ctx = torch.nn.Parameter(0.02 * torch.randn(4, backbone.ctx_dim))
+        noise = torch.zeros(1, 3, backbone.image_size, backbone.image_size, requires_grad=True)
+        images = torch.rand(2, 3, backbone.image_size, backbone.image_size)
+        optimizer = torch.optim.SGD([ctx], lr=0.1)
+
+        embeddings, tokens = _prompt_embeddings(backbone, ctx, CLASS_NAMES)
+        text = F.normalize(backbone.encode_text_embeddings(embeddings, tokens), dim=-1)
+        image = F.normalize(backbone.encode_image((images + noise).clamp(0, 1)), dim=-1)
+        logits = backbone.logit_scale.exp() * image @ text.t()
+        F.cross_entropy(logits, torch.tensor([0, 2])).backward()
+        optimizer.step()
+
+        assert ctx.grad is not None and ctx.grad.abs().sum() > 0
+        assert noise.grad is not None and noise.grad.abs().sum() > 0
+        assert all(p.grad is None for p in backbone.parameters())
+        after = backbone.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before)
+    finally:
+        for p in backbone.parameters():
+            p.requires_grad_(True)
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_fine_tuning_trains_the_image_encoder(backbones, name):
+    backbone = backbones[name]
+    images = torch.rand(2, 3, backbone.image_size, backbone.image_size)
+    backbone.zero_grad()
+    backbone.encode_image(images).square().sum().backward()
+    grads = [p.grad for p in backbone.image_encoder_parameters()]
+    backbone.zero_grad()
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("name", ["plip", "quiltnet"])
+def test_a_local_folder_works_as_weights(standins, name):
+    from huggingface_hub import snapshot_download
+
+    folder = snapshot_download(standins[name])
+    assert os.path.isdir(folder)
+    backbone = build_backbone(name, folder)
+    with torch.no_grad():
+        assert backbone.encode_text(["covid."]).shape == (1, backbone.embed_dim)
+
+
+def _assert_one_line_input_error(build, *must_name):
+    with pytest.raises(InputError) as error:
+        build()
+    message = str(error.value)
+    assert "\n" not in message and error.value.__cause__ is None
+    for text in must_name:
+        assert text in message, (text, message)
+
+
+@pytest.mark.parametrize("name", ["clip", "biomedclip", "plip"])
+def test_missing_hub_weights_offline_is_one_line_naming_model_id_and_remedy(standins, name):
+    _assert_one_line_input_error(lambda: build_backbone(name, "nobody/no-such-model"),
+                                 name, "nobody/no-such-model", "HF_HUB_CACHE", "MODEL.BACKBONE.WEIGHTS")
+
+
+def test_missing_text_tower_repo_is_named(standins):
+    # A BiomedCLIP-style repo whose BERT tower repo is not in the cache.
+    config = {"model_cfg": {"embed_dim": 16, "vision_cfg": {"timm_model_name": "test_vit"},
+                            "text_cfg": {"hf_model_name": "nobody/no-such-bert",
+                                         "hf_tokenizer_name": "nobody/no-such-bert"}}}
+    write_hub_repo(os.environ["HF_HUB_CACHE"], "test/tower-missing", lambda folder: json.dump(
+        config, open(os.path.join(folder, "open_clip_config.json"), "w")))
+    _assert_one_line_input_error(lambda: build_backbone("biomedclip", "test/tower-missing"),
+                                 "biomedclip", "nobody/no-such-bert", "HF_HUB_CACHE")
+
+
+def test_missing_medclip_folder_is_one_line(standins, tmp_path):
+    missing = str(tmp_path / "medclip-vit")
+    _assert_one_line_input_error(lambda: build_backbone("medclip", missing), "medclip", missing, "MEDCLIP_WEIGHTS")
+
+
+def test_mistyped_local_path_is_one_line(standins):
+    _assert_one_line_input_error(lambda: build_backbone("plip", "./weights/plip/typo"), "./weights/plip/typo")
+
+
+def test_a_placeholder_of_several_tokens_is_refused(backbones):
+    backbone = backbones["plip"]
+    backbone.placeholder = "zzqxv"
+    try:
+        _assert_one_line_input_error(lambda: _check_placeholder(backbone), "plip", "zzqxv")
+    finally:
+        del backbone.placeholder
+
+
+def test_released_medclip_checkpoint_format_loads_with_no_missing_or_unexpected_keys():
+    """The fixture holds the keys and shapes of the released MedCLIP-ViT checkpoint (real tower configs,
+    medclip 0.0.3 under transformers 4.23.1); a state dict of that format, on the meta device to skip
+    0.5 GB of random weights, must load into the transformers-5 rebuild exactly."""
+    from transformers import BertConfig, SwinConfig
+
+    from clip_models.medclip import MedCLIPModel
+
+    fixture = json.load(open(FIXTURE))
+    released = {key: torch.empty(shape, device="meta") for key, shape in fixture["keys"].items()}
+    assert any(".attention.self.query." in key for key in released), "the fixture must hold transformers-4 Swin keys"
+    with torch.device("meta"):
+        model = MedCLIPModel(SwinConfig(**fixture["swin_config"]), BertConfig(**fixture["bert_config"]))
+    incompatible = model.load_released_state_dict(released)  # a shape mismatch raises
+    assert incompatible.missing_keys == [] and incompatible.unexpected_keys == []
+
+
+def test_medclip_rebuild_computes_what_the_medclip_package_computes():
+    """The fixture is a small released-format checkpoint with the medclip package's own image and text
+    features on fixed inputs (see fixtures/medclip_make_fixtures.py)."""
+    import importlib.util
+
+    from safetensors import safe_open
+    from transformers import BertConfig, SwinConfig
+
+    from clip_models.medclip import MedCLIPModel
+
+    spec = importlib.util.spec_from_file_location("medclip_make_fixtures",
+                                                  os.path.join(FIXTURES, "medclip_make_fixtures.py"))
+    make_fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_fixtures)
+    with safe_open(os.path.join(FIXTURES, "medclip_package_reference.safetensors"), "pt") as f:
+        meta = f.metadata()
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    checkpoint = {k[len("checkpoint/"):]: v for k, v in tensors.items() if k.startswith("checkpoint/")}
+    model = MedCLIPModel(SwinConfig(**json.loads(meta["swin_config"])), BertConfig(**json.loads(meta["bert_config"])),
+                         embed_dim=int(meta["embed_dim"])).eval()
+    incompatible = model.load_released_state_dict(checkpoint)
+    assert incompatible.missing_keys == [] and incompatible.unexpected_keys == []
+    with torch.no_grad():
+        image = model.vision_model(make_fixtures.reference_pixels(torch))
+        text = model.text_model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"])
+    assert (image - tensors["image_features"]).abs().max() <= 1e-5
+    assert (text - tensors["text_features"]).abs().max() <= 1e-5
+
+
+def test_medclip_standin_is_written_in_the_released_format(standins):
+    def patterns(keys):
+        return {re.sub(r"\.\d+\.", ".N.", key) for key in keys}
+
+    written = torch.load(os.path.join(standins["medclip"], "pytorch_model.bin"), weights_only=True)
+    assert patterns(written) == patterns(json.load(open(FIXTURE))["keys"])
+
+
+def test_tokenized_text_lengths_count_real_tokens(backbones):
+    for backbone in backbones.values():
+        tokens = backbone.tokenize(["covid.", "a photo of the covid."])
+        assert isinstance(tokens, TokenizedText)
+        assert tokens.input_ids.shape == tokens.attention_mask.shape == (2, backbone.context_length)
+        assert (tokens.lengths == torch.tensor([2 + backbone.count_tokens("covid."),
+                                                2 + backbone.count_tokens("a photo of the covid.")])).all()
