@@ -53,7 +53,7 @@ def run(trainer_name, attack, data_root, standins, tmp_path, backbone="clip"):
     def recording_parse(batch):
         images, labels, poisoned, cross = parse(batch)
         records.append({"true": batch["label"].clone(), "labels": labels.clone(), "poisoned": poisoned.clone(),
-                        "cross": cross.clone()})
+                        "cross": cross.clone(), "image_tower_training": trainer.model.backbone.training})
         return images, labels, poisoned, cross
 
     def recording_apply(images, poisoned, cross):
@@ -71,7 +71,7 @@ def run(trainer_name, attack, data_root, standins, tmp_path, backbone="clip"):
 def check_poisoning(records, results, attack, target=1):
     """Exact counts; poisoned rows relabelled to the target, cross rows keep their true labels, and only
     those rows' pixels change."""
-    cat = {key: torch.cat([r[key] for r in records]) for key in records[0]}
+    cat = {key: torch.cat([r[key] for r in records]) for key in ("true", "labels", "poisoned", "cross", "changed")}
     n_poison = 0 if attack == "none" else round(POISON_PERCENTAGE / 100 * 2 * SHOTS)
     n_cross = 2 * n_poison if attack == "wanet" else 0
     assert len(cat["true"]) == 2 * SHOTS  # one epoch saw every training image once
@@ -98,6 +98,7 @@ def test_prompt_learning_baseline_changes_no_backbone_weight(attack, data_root, 
     trainer, records, before, results = run("CoOp", attack, data_root, standins, tmp_path)
     check_poisoning(records, results, attack)
     check_results(results, "CoOp", attack)
+    assert not any(r["image_tower_training"] for r in records)  # the frozen backbone stays in eval mode
     after = trainer.model.backbone.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert results["trainable_params"] == trainer.prompt_learner.ctx.numel()
@@ -119,6 +120,7 @@ def test_fine_tuning_baseline_changes_only_the_image_encoder(attack, data_root, 
     trainer, records, before, results = run("FineTune", attack, data_root, standins, tmp_path)
     check_poisoning(records, results, attack)
     check_results(results, "FineTune", attack)
+    assert all(r["image_tower_training"] for r in records)  # dropout and the like active while training
     check_only_image_encoder_trained(trainer, before, results)
 
 
