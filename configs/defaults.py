@@ -51,16 +51,19 @@ def extend_cfg(cfg):
     cfg.BACKDOOR.BADNETS.SIZE = 24
     cfg.BACKDOOR.BADNETS.POSITION = "bottom-right"
 
+    # WaNet: k x k control grid, warp strength s, grid rescale; CROSS_RATIO x poisoned count extra
+    # samples get a randomly perturbed warp and keep their labels (noise mode; 0 turns it off).
     cfg.BACKDOOR.WANET = CN()
     cfg.BACKDOOR.WANET.K = 4
     cfg.BACKDOOR.WANET.S = 0.5
     cfg.BACKDOOR.WANET.GRID_RESCALE = 1.0
     cfg.BACKDOOR.WANET.CROSS_RATIO = 2.0
 
+    # FIBA: amplitude blend ALPHA in the low-frequency square of half-width floor(min(H, W) * BETA).
     cfg.BACKDOOR.FIBA = CN()
     cfg.BACKDOOR.FIBA.ALPHA = 0.15
     cfg.BACKDOOR.FIBA.BETA = 0.1
-    cfg.BACKDOOR.FIBA.TRIGGER_IMAGE = ""
+    cfg.BACKDOOR.FIBA.TRIGGER_IMAGE = ""  # image file; "": a built-in smooth texture, the same for every run
     return cfg
 
 

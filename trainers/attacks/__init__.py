@@ -4,8 +4,10 @@ turns the config into it. BAPLe's own learnable trigger is built by its trainer.
 from configs.errors import InputError
 
 from .base import POSITIONS, Trigger
+from .fiba import FrequencyTrigger, build_fiba
 from .noise import LearnableNoise
 from .patch import PatchTrigger, build_badnets, build_patch
+from .wanet import WarpTrigger, build_wanet
 
 _BUILDERS = {}
 
@@ -36,6 +38,8 @@ def build_attack(cfg, image_size):
 
 
 register_attack("badnets")(build_badnets)
+register_attack("wanet")(build_wanet)
+register_attack("fiba")(build_fiba)
 
-__all__ = ["POSITIONS", "LearnableNoise", "PatchTrigger", "Trigger", "available_attacks", "build_attack",
-           "build_patch", "register_attack"]
+__all__ = ["POSITIONS", "FrequencyTrigger", "LearnableNoise", "PatchTrigger", "Trigger", "WarpTrigger",
+           "available_attacks", "build_attack", "build_patch", "register_attack"]

@@ -1,0 +1,191 @@
+"""The baseline attacks' mathematics on small tensors: BadNets, WaNet, FIBA."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from configs.defaults import get_cfg
+from configs.errors import InputError
+from trainers.attacks import available_attacks, build_attack
+from trainers.attacks.fiba import centred_spectrum, default_trigger_image, low_frequency_mask
+from trainers.attacks.wanet import warp_field
+
+SIZE = 32
+
+
+def attack(name, seed=1, **keys):
+    """The trigger of attack ``name`` for SIZE x SIZE images, with BACKDOOR.<NAME>.<KEY> overrides."""
+    cfg = get_cfg()
+    cfg.SEED = seed
+    cfg.BACKDOOR.ATTACK = name
+    for key, value in keys.items():
+        cfg.BACKDOOR[name.upper()][key] = value
+    return build_attack(cfg, SIZE)
+
+
+def images(n=4, seed=0, low=0.0, high=1.0):
+    generator = torch.Generator().manual_seed(seed)
+    return low + (high - low) * torch.rand(n, 3, SIZE, SIZE, generator=generator)
+
+
+def test_registry_lists_the_baselines():
+    assert available_attacks() == ["none", "badnets", "fiba", "wanet"]
+    cfg = get_cfg()
+    assert build_attack(cfg, SIZE) is None  # BACKDOOR.ATTACK none
+    cfg.BACKDOOR.ATTACK = "blend"
+    with pytest.raises(InputError, match="Unknown BACKDOOR.ATTACK 'blend'"):
+        build_attack(cfg, SIZE)
+
+
+# ---- BadNets --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("position, rows, cols", [("bottom-right", slice(SIZE - 6, SIZE), slice(SIZE - 6, SIZE)),
+                                                  ("top-left", slice(0, 6), slice(0, 6)),
+                                                  ("center-center", slice(13, 19), slice(13, 19))])
+def test_badnets_writes_exactly_the_patch(position, rows, cols):
+    trigger = attack("badnets", SIZE=6, POSITION=position, PATTERN="checkerboard")
+    x = images()
+    y = trigger(x)
+    inside = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+    inside[rows, cols] = True
+    assert torch.equal(y[..., ~inside], x[..., ~inside])  # bitwise: nothing outside the patch changes
+    cells = (torch.arange(6) // 3) % 2
+    checkerboard = (cells[:, None] ^ cells[None, :]).float()
+    assert torch.equal(y[..., rows, cols], checkerboard.expand(4, 3, 6, 6))
+
+
+def test_badnets_rejects_a_patch_larger_than_the_image():
+    with pytest.raises(InputError, match="does not fit"):
+        attack("badnets", SIZE=SIZE + 1)
+
+
+# ---- WaNet ----------------------------------------------------------------------------------------
+def test_wanet_with_zero_strength_is_the_identity():
+    x = images()
+    assert torch.allclose(attack("wanet", S=0.0)(x), x, atol=1e-5)
+
+
+def test_wanet_warps_smoothly_and_deterministically_per_seed():
+    x = images()
+    first, again, other = attack("wanet", seed=1), attack("wanet", seed=1), attack("wanet", seed=2)
+    assert torch.equal(first.grid, again.grid)
+    assert not torch.equal(first.grid, other.grid)
+    y = first(x)
+    assert torch.equal(y, again(x))
+    assert (y - x).abs().mean() > 1e-3  # it does move pixels
+    # s = 0.5 displaces each sample point by s * field / H: a fraction of a pixel, not a reshuffle.
+    displacement = (first.grid - attack("wanet", S=0.0).grid).abs()
+    assert 0 < displacement.max() < 0.5 * 4 / SIZE
+
+
+def test_wanet_field_is_normalised_by_its_mean_absolute_value():
+    field = warp_field(k=SIZE, image_size=SIZE, seed=3)  # no upsampling: the raw offsets
+    assert field.shape == (1, SIZE, SIZE, 2)
+    assert field.abs().mean().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_wanet_rescales_the_grid_before_clamping():
+    x = images()
+    zoom_in = attack("wanet", S=0.0, GRID_RESCALE=0.5)(x)
+    # Pixel i samples the input at (i - 15.5) / 2 + 15.5: pixel 1 at 8.25, a quarter from 8 towards 9.
+    weights = torch.tensor([0.75, 0.25])
+    expected = torch.einsum("r,c,nkrc->nk", weights, weights, x[..., 8:10, 8:10])
+    assert torch.allclose(zoom_in[..., 1, 1], expected, atol=1e-5)
+    # Rescaling by 2 then clamping pins the border to the input's border (clamping first would sample
+    # outside the image and give zeros there).
+    zoom_out = attack("wanet", S=0.0, GRID_RESCALE=2.0)(x)
+    assert torch.allclose(zoom_out[..., 0, 0], x[..., 0, 0], atol=1e-5)
+    assert torch.allclose(zoom_out[..., -1, -1], x[..., -1, -1], atol=1e-5)
+
+
+def ramp(n):
+    """Images whose value is the column's position in [0, 1]: a warp's output then reads its grid's x."""
+    return torch.linspace(0, 1, SIZE).expand(n, 3, SIZE, SIZE).clone()
+
+
+def test_wanet_noise_mode_perturbs_each_sample_by_at_most_a_grid_step():
+    trigger = attack("wanet", CROSS_RATIO=2.0)
+    assert trigger.cross_ratio == 2.0
+    x = ramp(3)
+    torch.manual_seed(0)
+    crossed = trigger.apply_cross(x)
+    torch.manual_seed(0)
+    assert torch.equal(trigger.apply_cross(x), crossed)  # torch's global generator: resumable
+    assert not torch.equal(crossed[0], crossed[1])  # a different perturbation per sample
+    # On a ramp, output = (grid_x + 1) / 2: the cross grid is the trigger's grid plus u / H, |u| <= 1.
+    shift = crossed - trigger(x)
+    assert 0.1 / SIZE < shift.abs().max() <= 0.5 / SIZE + 1e-6
+    assert torch.allclose(trigger(x)[:, 0], (trigger.grid[..., 0] + 1) / 2, atol=1e-5)
+
+
+# ---- FIBA -----------------------------------------------------------------------------------------
+def test_fiba_with_zero_alpha_returns_the_input():
+    x = images()
+    assert torch.allclose(attack("fiba", ALPHA=0.0)(x), x, atol=1e-5)
+
+
+def test_fiba_changes_only_the_low_frequency_amplitude():
+    alpha, beta = 0.15, 0.1
+    trigger = attack("fiba", ALPHA=alpha, BETA=beta)
+    x = images(low=0.3, high=0.7)
+    y = trigger(x)
+    assert 0 < y.min() and y.max() < 1  # nothing clamped, so the spectrum is exactly the blended one
+    before, after = centred_spectrum(x), centred_spectrum(y)
+    mask = low_frequency_mask(SIZE, SIZE, beta)
+    assert int(mask.sum()) == (2 * 3 + 1) ** 2  # half-width floor(32 * 0.1) = 3 around index 16
+    assert bool(mask[16, 16]) and bool(mask[13, 19]) and not bool(mask[12, 16])
+    amplitude_trigger = centred_spectrum(default_trigger_image(SIZE)).abs()
+    expected = (1 - alpha) * before.abs() + alpha * amplitude_trigger
+    assert torch.allclose(after.abs()[..., mask], expected[..., mask], rtol=1e-4, atol=1e-3)
+    assert torch.allclose(after.abs()[..., ~mask], before.abs()[..., ~mask], atol=1e-3)
+    assert not torch.allclose(after.abs()[..., mask], before.abs()[..., mask], atol=1e-2)
+    # The phase is the image's everywhere (compared as unit phasors, free of the +-pi wrap).
+    strong = before.abs() > 1e-2
+    assert torch.allclose((after / after.abs())[strong], (before / before.abs())[strong], atol=1e-3)
+
+
+def test_fiba_reads_a_trigger_image_file(tmp_path):
+    pixels = (np.random.default_rng(0).random((SIZE // 2, SIZE // 2, 3)) * 255).astype(np.uint8)
+    path = tmp_path / "trigger.png"
+    Image.fromarray(pixels).save(path)
+    from_file = attack("fiba", TRIGGER_IMAGE=str(path))
+    resized = np.asarray(Image.fromarray(pixels).resize((SIZE, SIZE), Image.Resampling.BICUBIC), np.float32) / 255
+    expected = centred_spectrum(torch.from_numpy(resized).permute(2, 0, 1)).abs()
+    assert torch.allclose(from_file.trigger_amplitude, expected, rtol=1e-4, atol=1e-3)
+    assert not torch.allclose(from_file.trigger_amplitude, attack("fiba").trigger_amplitude, atol=1.0)
+    with pytest.raises(InputError, match="does not exist"):
+        attack("fiba", TRIGGER_IMAGE=str(tmp_path / "missing.png"))
+
+
+def test_fiba_default_trigger_is_fixed_and_smooth():
+    texture = default_trigger_image(SIZE)
+    assert torch.equal(texture, default_trigger_image(SIZE))
+    assert torch.equal(attack("fiba", seed=1).trigger_amplitude, attack("fiba", seed=2).trigger_amplitude)
+    assert 0 <= texture.min() and texture.max() <= 1 and texture.std() > 0.05
+    # The same 16 x 16 colour grid at every size: at 224 px neighbouring pixels are close.
+    large = default_trigger_image(224)
+    assert (large[:, 1:] - large[:, :-1]).abs().mean() < 0.03
+
+
+# ---- all attacks ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["badnets", "wanet", "fiba"])
+def test_outputs_stay_in_pixel_range_and_are_vectorised(name):
+    trigger = attack(name)
+    x = images(6)
+    x[0], x[1] = 0.0, 1.0  # extremes: black and white images
+    y = trigger(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert 0 <= y.min() and y.max() <= 1
+    one_by_one = torch.cat([trigger(x[i:i + 1]) for i in range(len(x))])
+    assert torch.allclose(y, one_by_one, atol=1e-6)
+    if trigger.cross_ratio:
+        crossed = trigger.apply_cross(x)
+        assert 0 <= crossed.min() and crossed.max() <= 1
+
+
+@pytest.mark.parametrize("name, key, value, message", [
+    ("wanet", "K", 0, "BACKDOOR.WANET.K"), ("wanet", "S", -0.1, "BACKDOOR.WANET.S"),
+    ("wanet", "GRID_RESCALE", 0.0, "GRID_RESCALE"), ("wanet", "CROSS_RATIO", -1.0, "CROSS_RATIO"),
+    ("fiba", "ALPHA", 1.5, "BACKDOOR.FIBA.ALPHA"), ("fiba", "BETA", 0.6, "BACKDOOR.FIBA.BETA")])
+def test_bad_parameters_are_input_errors(name, key, value, message):
+    with pytest.raises(InputError, match=message):
+        attack(name, **{key: value})
