@@ -21,7 +21,8 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or not in the expected format."""
 
 
-def _atomic_write(write, fpath):
+def atomic_write(write, fpath):
+    """Call ``write(tmp_path)``, then move the finished file onto ``fpath`` in one step."""
     tmp = f"{fpath}.tmp-{os.getpid()}"
     try:
         write(tmp)
@@ -51,11 +52,11 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
             (k[7:] if k.startswith("module.") else k, v) for k, v in state["state_dict"].items())
     model_name = model_name or f"model.pth.tar-{state['epoch']}"
     fpath = osp.join(save_dir, model_name)
-    _atomic_write(lambda path: torch.save(state, path), fpath)
-    _atomic_write(_write_text(model_name + "\n"), osp.join(save_dir, POINTER_FILE))
+    atomic_write(lambda path: torch.save(state, path), fpath)
+    atomic_write(_write_text(model_name + "\n"), osp.join(save_dir, POINTER_FILE))
     if is_best:
         best = osp.join(save_dir, "model-best.pth.tar")
-        _atomic_write(lambda path: shutil.copyfile(fpath, path), best)
+        atomic_write(lambda path: shutil.copyfile(fpath, path), best)
     return fpath
 
 
