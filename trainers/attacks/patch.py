@@ -1,13 +1,10 @@
 """Patch triggers: a small pattern pasted at one of nine positions (BAPLe's visible trigger, BadNets)."""
-import os
-
-import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from configs.errors import InputError
 
-from .base import POSITIONS, Trigger
+from .base import POSITIONS, Trigger, read_image_file, rgba_to_tensors
 
 TEXT_COLOUR = (0x77, 0xAB, 0x59)  # the reference implementation's green
 
@@ -18,20 +15,7 @@ def text_pattern(text, size):
     left, top, right, bottom = font.getbbox(text)
     canvas = Image.new("RGBA", (right - left, bottom - top), (0, 0, 0, 0))
     ImageDraw.Draw(canvas).text((-left, -top), text, font=font, fill=TEXT_COLOUR + (255,))
-    return _rgba_to_tensors(canvas)
-
-
-def image_pattern(path, size):
-    """An image file resized to ``size`` x ``size``; its alpha channel (if any) is the paste mask."""
-    if not os.path.isfile(path):
-        raise InputError(f"Trigger image {path!r} does not exist; set BACKDOOR.PATCH_IMAGE (or "
-                         "BACKDOOR.BADNETS.IMAGE) to an image file")
-    try:
-        with Image.open(path) as img:
-            canvas = img.convert("RGBA").resize((size, size), Image.Resampling.BICUBIC)
-    except OSError as e:
-        raise InputError(f"Trigger image {path!r} cannot be read ({e}); use a PNG or JPEG file") from None
-    return _rgba_to_tensors(canvas)
+    return rgba_to_tensors(canvas)
 
 
 def random_pattern(size, seed):
@@ -44,11 +28,6 @@ def checkerboard_pattern(size):
     cells = (torch.arange(size) // 3) % 2
     board = (cells[:, None] ^ cells[None, :]).float()
     return board.expand(3, size, size).clone(), torch.ones(1, size, size)
-
-
-def _rgba_to_tensors(canvas):
-    rgba = torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return rgba[:3].contiguous(), rgba[3:].contiguous()
 
 
 def place(pattern, alpha, position, image_size):
@@ -89,7 +68,7 @@ def build_patch(kind, size, position, image_size, seed=0, text="Lab", image_path
     makers = {
         "text": lambda: text_pattern(text, size),
         "random-patch": lambda: random_pattern(size, seed),
-        "image-patch": lambda: image_pattern(image_path, size),
+        "image-patch": lambda: read_image_file(image_path, size, "BACKDOOR.PATCH_IMAGE (or BACKDOOR.BADNETS.IMAGE)"),
         "checkerboard": lambda: checkerboard_pattern(size),
         "white": lambda: (torch.ones(3, size, size), torch.ones(1, size, size)),
     }
