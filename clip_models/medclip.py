@@ -190,4 +190,5 @@ class MedCLIPBackbone(MedFMBackbone):
 
     @property
     def logit_scale(self):
-        return self.model.logit_scale
+        # MedCLIP clamps its scale to [0, ln 100] whenever it computes logits (compute_logits).
+        return self.model.logit_scale.clamp(0, math.log(100))
