@@ -93,13 +93,12 @@ def setup_cfg(args):
     opts = list(args.opts or [])
     if len(opts) % 2:
         raise InputError(f"Overrides must be KEY VALUE pairs; got an odd list: {' '.join(opts)}")
-    for i in range(0, len(opts), 2):
-        _check_key(cfg, opts[i])
-        opts[i + 1] = _float_for_float_key(_node(cfg, opts[i]), opts[i + 1])
-    try:
-        cfg.merge_from_list(opts)
-    except (ValueError, AssertionError) as e:
-        raise InputError(f"Bad override in {' '.join(opts)}: {str(e).splitlines()[0]}") from None
+    for key, value in zip(opts[0::2], opts[1::2]):
+        _check_key(cfg, key)
+        try:
+            cfg.merge_from_list([key, _float_for_float_key(_node(cfg, key), value)])
+        except (ValueError, AssertionError) as e:
+            raise InputError(f"Bad override {key} {value}: {str(e).splitlines()[0]}") from None
     cfg.freeze()
     return cfg
 
@@ -226,4 +225,5 @@ def run(argv=None):
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)  # a killed run's console log (e.g. a cluster's) keeps its end
     sys.exit(run())
