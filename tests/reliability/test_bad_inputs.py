@@ -66,9 +66,11 @@ def test_skip_policy_leaves_bad_files_out_counts_them_and_finishes(standins, syn
         _bad_test_image(name, data_of)(ctx)
     _truncated_jpeg(ctx)
     out = tmp_path / "run"
-    code = train.run(["--root", ctx.root, "--trainer", "ZeroShot", "--dataset-config-file", os.path.join(REPO, "configs/datasets/covid.yaml"),
-                      "--config-file", os.path.join(REPO, "configs/trainers/ZeroShot/clip.yaml"), "--output-dir", str(out),
-                      "DATASET.BAD_FILES", "skip", "DATALOADER.NUM_WORKERS", "0", "USE_CUDA", "False"])
+    code = train.run(["--root", ctx.root, "--trainer", "ZeroShot",
+                      "--dataset-config-file", os.path.join(REPO, "configs/datasets/covid.yaml"),
+                      "--config-file", os.path.join(REPO, "configs/trainers/ZeroShot/clip.yaml"),
+                      "--output-dir", str(out), "DATASET.BAD_FILES", "skip", "DATALOADER.NUM_WORKERS", "0",
+                      "USE_CUDA", "False"])
     assert code == 0, capsys.readouterr().out[-2000:]
     assert "DATASET.BAD_FILES skip: left out 5 unreadable image(s) of Covid" in capsys.readouterr().out
     with open(out / "results.json") as f:
