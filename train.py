@@ -192,8 +192,8 @@ def _interrupt(signum, frame):
 
 def run(argv=None):
     """Entry point with the project's exit codes; returns the code instead of exiting. SIGTERM (a
-    scheduler's stop) is handled like Ctrl-C: files being written are cleaned up, the message says how
-    to resume."""
+    scheduler's stop) is handled like Ctrl-C: a checkpoint being written is removed, and the message
+    says how to resume."""
     from dassl_compat import CheckpointError
 
     args = build_parser().parse_args(argv)
