@@ -126,7 +126,11 @@ def _child(job):
 
 def serve():
     sys.path.insert(0, REPO)
-    import clip_models  # noqa: F401  (the imports every run needs, done once)
+    # The imports every run needs, done once (the project imports some lazily, inside functions).
+    import open_clip  # noqa: F401
+    import torch.utils.tensorboard  # noqa: F401
+
+    import clip_models  # noqa: F401
     import datasets  # noqa: F401
     import train  # noqa: F401
     import trainers.validation  # noqa: F401
