@@ -75,6 +75,7 @@ def clip_folder(standins):
     return snapshot_download(standins["clip"])
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the runs are forked (POSIX)")
 def test_runs_killed_at_several_points_resume_to_the_uninterrupted_results(clip_folder, synthetic_root, tmp_path):
     net_log = tmp_path / "net.log"
     reference, stopped = tmp_path / "reference", tmp_path / "stopped"
