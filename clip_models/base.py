@@ -54,6 +54,12 @@ class MedFMBackbone(nn.Module):
     # features as on the padded context (causal towers pooled at the end token; BERT with a mask).
     exact_under_truncation = True
 
+    @classmethod
+    def declared_image_size(cls, weights=""):
+        """The input size ``weights`` declare in their config file, read without loading them (so a
+        config can be checked before anything heavy); None when the model cannot tell cheaply."""
+        return None
+
     def __init__(self):
         super().__init__()
         # Trainers may switch this off (e.g. a benchmark's "before" measurement).

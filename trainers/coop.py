@@ -104,7 +104,9 @@ def split_losses(logits, labels, poisoned):
 class CoOp(BackdoorTrainer):
     """Context optimisation on a frozen backbone, optionally on a poisoned few-shot set."""
 
-    def check_cfg(self, cfg):
+    @classmethod
+    def check_cfg(cls, cfg):
+        super().check_cfg(cfg)
         opts = cfg.TRAINER.COOP
         if opts.PREC not in PRECISIONS:
             raise InputError(f"TRAINER.COOP.PREC {opts.PREC!r} is unknown; choose from {', '.join(PRECISIONS)}")

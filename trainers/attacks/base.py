@@ -29,16 +29,16 @@ class Trigger(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} has no noise mode (cross_ratio is 0)")
 
 
-def read_image_file(path, size, key):
+def read_image_file(path, size, key, hint=""):
     """An image file resized to ``size`` x ``size`` as ([3, s, s] RGB, [1, s, s] alpha) in [0, 1];
-    ``key`` names the config key that gave ``path`` in the error messages."""
+    errors name ``key``, the config key that gave ``path``, and end with ``hint``."""
     if not os.path.isfile(path):
-        raise InputError(f"Trigger image {path!r} does not exist; set {key} to an image file")
+        raise InputError(f"{key} {path!r}: trigger image does not exist; set {key} to an image file{hint}")
     try:
         with Image.open(path) as img:
             rgba = img.convert("RGBA").resize((size, size), Image.Resampling.BICUBIC)
     except OSError as e:
-        raise InputError(f"Trigger image {path!r} ({key}) cannot be read ({e}); use a PNG or JPEG file") from None
+        raise InputError(f"{key} {path!r}: trigger image cannot be read ({e}); use a PNG or JPEG file{hint}") from None
     return rgba_to_tensors(rgba)
 
 

@@ -71,6 +71,7 @@ def build_fiba(cfg, image_size):
     if not 0 <= f.BETA <= 0.5:
         raise InputError(f"BACKDOOR.FIBA.BETA {f.BETA} must be in [0, 0.5] (the low-frequency square's "
                          "half-width as a share of the image size; paper 0.1)")
-    image = (read_image_file(f.TRIGGER_IMAGE, image_size, "BACKDOOR.FIBA.TRIGGER_IMAGE ('' for the built-in texture)")[0]
+    image = (read_image_file(f.TRIGGER_IMAGE, image_size, "BACKDOOR.FIBA.TRIGGER_IMAGE",
+                             " (or '' for the built-in texture)")[0]
              if f.TRIGGER_IMAGE else default_trigger_image(image_size))
     return FrequencyTrigger(image, f.ALPHA, f.BETA)
