@@ -132,9 +132,14 @@ def _order(known):
     return key
 
 
+def row_method(row):
+    """The method of a row ("BAPLe (NOISE_EPS=4.0)" -> "BAPLe")."""
+    return row.split(" (")[0]
+
+
 def row_order(rows):
     names = [m.name for m in METHODS]
-    return sorted(rows, key=lambda row: (_order(names)(row.split(" (")[0]), row))
+    return sorted(rows, key=lambda row: (_order(names)(row_method(row)), row))
 
 
 def column_order(columns):
@@ -180,7 +185,7 @@ def build_tables(cells, paper):
     def ca_ba_cell(row, column):
         stats = cells.get((row, column))
         text = ca_ba({key: stat.mean for key, stat in stats.items()}) if stats else ""
-        published = (paper or {}).get((row, *column))
+        published = (paper or {}).get((row_method(row), *column))
         return f"{text} (paper {ca_ba(published)})".strip() if published else text
 
     tables = [("CA/BA (means)", header, [[row] + [ca_ba_cell(row, c) for c in columns] for row in rows])]
@@ -225,12 +230,12 @@ def latex(tables):
 def csv_text(cells, paper):
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["method", "backbone", "dataset", "metric", "mean", "std", "n", "paper"])
+    writer.writerow(["row", "method", "backbone", "dataset", "metric", "mean", "std", "n", "paper"])
     for row in row_order({row for row, _ in cells}):
         for column in column_order({c for r, c in cells if r == row}):
             for key, stat in cells[(row, column)].items():
-                published = (paper or {}).get((row, *column), {}).get(key, "")
-                writer.writerow([row, *column, key, f"{stat.mean:.6f}",
+                published = (paper or {}).get((row_method(row), *column), {}).get(key, "")
+                writer.writerow([row, row_method(row), *column, key, f"{stat.mean:.6f}",
                                  "" if math.isnan(stat.std) else f"{stat.std:.6f}", stat.n, published])
     return out.getvalue()
 

@@ -104,18 +104,21 @@ def _varied(specs):
     return axes
 
 
-def dataset_classes(data_root, dataset, config_dir):
-    """Number of classes of a prepared dataset, from its ``classnames.txt``."""
+def class_counts(data_root, names, config_dir):
+    """{dataset: number of classes} of prepared datasets, from their ``classnames.txt``."""
     import yaml
 
-    from dassl_compat import DATASET_REGISTRY
     import datasets  # noqa: F401  (registers the datasets)
+    from dassl_compat import DATASET_REGISTRY
     from datasets.folder import read_classnames
 
-    with open(osp.join(config_dir, "datasets", f"{dataset}.yaml"), encoding="utf-8") as f:
-        name = yaml.safe_load(f)["DATASET"]["NAME"]
-    folder = DATASET_REGISTRY.get(name).dataset_dir
-    return len(read_classnames(osp.join(data_root, folder, "classnames.txt")))
+    counts = {}
+    for dataset in names:
+        with open(osp.join(config_dir, "datasets", f"{dataset}.yaml"), encoding="utf-8") as f:
+            name = yaml.safe_load(f)["DATASET"]["NAME"]
+        folder = DATASET_REGISTRY.get(name).dataset_dir
+        counts[dataset] = len(read_classnames(osp.join(data_root, folder, "classnames.txt")))
+    return counts
 
 
 def _methods(names, baple_init):
@@ -147,17 +150,20 @@ def plan(args):
             raise InputError(f"No method file {path} for {method.name} on {backbone}; --backbones takes names of "
                              f"files in {osp.dirname(path)}")
 
+    counts = in_project_process(class_counts, data_root, args.datasets, config_dir) \
+        if any(m.targeted for m in methods) else {}
+    seeds = list(dict.fromkeys(args.seeds))
     runs = []
     for dataset in args.datasets:
-        targets = args.targets
-        if any(m.targeted for m in methods):
-            num_classes = dataset_classes(data_root, dataset, config_dir)
+        targets = list(dict.fromkeys(args.targets))
+        if dataset in counts:
+            num_classes = counts[dataset]
             targets = list(range(num_classes)) if targets == ["all"] else [_target(t, num_classes, dataset)
                                                                           for t in targets]
         for backbone, method in itertools.product(args.backbones, methods):
             for values in itertools.product(*(vs for _, vs in axes)):
                 variant = tuple(zip((k for k, _ in axes), values))
-                for target, seed in itertools.product(targets if method.targeted else [None], args.seeds):
+                for target, seed in itertools.product(targets if method.targeted else [None], seeds):
                     runs.append(_run(method, dataset, backbone, target, seed, variant, out, data_root, config_dir,
                                      fixed, args.baple_init))
     return runs
@@ -189,20 +195,25 @@ def _run(method, dataset, backbone, target, seed, variant, out, data_root, confi
     return Run(method.name, dataset, backbone, target, seed, variant, folder, tuple(argv), needs)
 
 
-def check_configs(runs):
-    """Build the config of one run per (method, dataset, backbone, variant): bad keys or values fail
-    here, in one line, before anything runs."""
+def check_configs(argvs):
+    """Build the config of each ``python -m train`` argument list: bad keys or values fail here, in
+    one line, before anything runs."""
     import train
 
     import datasets  # noqa: F401  (registers the datasets)
     import trainers  # noqa: F401  (registers the trainers)
 
-    seen = set()
+    for argv in argvs:
+        train.check_names(train.setup_cfg(train.build_parser().parse_args(argv)))
+
+
+def configs_to_check(runs):
+    """The arguments of one run per (method, dataset, backbone, variant): the others differ only in
+    target class, seed and folder."""
+    first = {}
     for run in runs:
-        key = (run.method, run.dataset, run.backbone, run.variant)
-        if key not in seen:
-            seen.add(key)
-            train.check_names(train.setup_cfg(train.build_parser().parse_args(list(run.argv))))
+        first.setdefault((run.method, run.dataset, run.backbone, run.variant), list(run.argv))
+    return list(first.values())
 
 
 # ---- locks ---------------------------------------------------------------------------------------
@@ -301,6 +312,13 @@ def _process_context():
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     return context
+
+
+def in_project_process(function, *args):
+    """``function(*args)`` in a process forked from that server; its exceptions are raised here.
+    This process (the sweep, or a SLURM submission) thus never imports torch and the project."""
+    with _process_context().Pool(1) as pool:
+        return pool.apply(function, args)
 
 
 def _train_in_child(argv, log_path):
@@ -505,7 +523,7 @@ def main(argv=None):
         pending = [run for run in runs if not osp.isfile(osp.join(run.folder, RESULTS))]
         print(f"{len(runs)} run(s) under {osp.abspath(args.out)}: {len(runs) - len(pending)} already done")
         if pending:
-            check_configs(pending)
+            in_project_process(check_configs, configs_to_check(pending))
         executor = make_executor(args) if pending and args.executor != "sequential" and not args.dry_run else None
     except InputError as e:
         print(f"error: {e}", flush=True)
