@@ -497,9 +497,10 @@ def build_parser():
                    help=f"all, or any of: {', '.join(m.name for m in METHODS)}")
     p.add_argument("--targets", nargs="+", default=["all"], help="target classes: numbers or all (default)")
     p.add_argument("--seeds", nargs="+", type=int, default=[1], help="seeds (default 1)")
-    p.add_argument("--vary", nargs="+", default=[], metavar="KEY=V1,V2",
+    p.add_argument("--vary", nargs="+", action="extend", default=[], metavar="KEY=V1,V2",
                    help="config values to sweep over, one folder level per key")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config values for every run")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="config values for every run")
     p.add_argument("--baple-init", choices=("clean-pl", "random"), default="clean-pl",
                    help="BAPLe's context: from the matching Clean_PL run (default, the paper's) or random")
     p.add_argument("--config-dir", default=CONFIGS, help="folder with datasets/ and trainers/ config files")
@@ -534,7 +535,12 @@ def main(argv=None):
         return 0
     if not pending:
         return 0
-    outcomes = run_sequential(pending) if executor is None else run_submitit(pending, args, executor)
+    try:
+        outcomes = run_sequential(pending) if executor is None else run_submitit(pending, args, executor)
+    except KeyboardInterrupt:
+        print("Interrupted; run the same command again to go on (finished runs are kept, the interrupted one "
+              "resumes from its last checkpoint)", flush=True)
+        return EXIT_FAILED
     return 0 if outcomes is None else summarise(outcomes)
 
 

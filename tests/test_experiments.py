@@ -154,7 +154,11 @@ def test_a_failed_run_is_reported_and_the_sweep_goes_on(standins, synthetic_root
     assert sweep.main(sweep_argv(synthetic_root, tmp_path, standins[BACKBONE], "--methods", "BadNets")) == 2
     assert sweep.main(sweep_argv(synthetic_root, tmp_path, standins[BACKBONE], "--methods", "BAPLe",
                                  "--targets", "2")) == 2
-    assert "error: Unknown method 'BadNets'" in capsys.readouterr().out
+    assert sweep.main(sweep_argv(synthetic_root, tmp_path, standins[BACKBONE], "--methods", "ZeroShot",
+                                 "--set", "BACKDOOR.TARGT_CLASS=1")) == 2  # found in the project process
+    printed = capsys.readouterr().out
+    assert "error: Unknown method 'BadNets'" in printed and "error: --targets 2 is not a class of covid" in printed
+    assert "error: Unknown config key BACKDOOR.TARGT_CLASS (did you mean TARGET_CLASS?)" in printed
 
 
 def test_run_locks_keep_live_holders_and_take_over_dead_ones(tmp_path):
