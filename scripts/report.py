@@ -7,8 +7,8 @@ Writes PREFIX.md, PREFIX.csv and PREFIX.tex (default PREFIX: ROOT/report) and pr
 Metrics: CA (clean accuracy), BA (backdoor accuracy over every triggered test image, the paper's
 metric) and ASR (attack success over the triggered test images not of the target class). A run's
 row is its method (``scripts.methods``, from its trainer and attack), split further by the config
-values of ``--by`` keys; runs in one cell that differ in other config values are reported with a
-warning. ``--paper`` puts the published numbers (``scripts/paper_numbers.csv``, transcribed from the
+values of ``--by`` keys; runs in one cell that differ in other config values (BAPLe's init: set or
+not) are reported with a warning. ``--paper`` puts the published numbers (``scripts/paper_numbers.csv``, transcribed from the
 paper's Tables 1-2) beside ours.
 """
 import argparse
@@ -31,8 +31,10 @@ BACKBONE_LABELS = {"medclip": "MedCLIP", "biomedclip": "BiomedCLIP", "plip": "PL
                    "clip": "CLIP"}
 DATASET_LABELS = {"Covid": "COVID", "RSNA18": "RSNA18", "MIMIC": "MIMIC", "Kather": "Kather", "PanNuke": "PanNuke",
                   "DigestPath": "DigestPath"}
-# Config values that differ between the runs of one cell by design.
-PER_RUN_KEYS = {"SEED", "OUTPUT_DIR", "RESUME", "BACKDOOR.TARGET_CLASS", "TRAINER.BAPLE.INIT"}
+# Config values that differ between the runs of one cell by design ...
+PER_RUN_KEYS = {"SEED", "OUTPUT_DIR", "RESUME", "BACKDOOR.TARGET_CLASS"}
+# ... and those compared only by whether they are set (BAPLe's init is the Clean_PL run of its seed).
+SET_OR_NOT_KEYS = {"TRAINER.BAPLE.INIT"}
 
 
 @dataclass
@@ -118,7 +120,11 @@ def mixed_settings(records):
         cells.setdefault((record.row, record.column), []).append(record.config)
     for (row, (backbone, dataset)), configs in sorted(cells.items()):
         keys = sorted({key for config in configs for key in config} - PER_RUN_KEYS)
-        differing = [key for key in keys if len({repr(config.get(key)) for config in configs}) > 1]
+
+        def value(config, key):
+            return bool(config.get(key)) if key in SET_OR_NOT_KEYS else repr(config.get(key))
+
+        differing = [key for key in keys if len({value(config, key) for config in configs}) > 1]
         if differing:
             warnings.append(f"warning: {row} on {backbone}/{dataset} averages runs that differ in "
                             f"{', '.join(differing[:5])}; split them with --by {differing[0]}")
