@@ -207,7 +207,8 @@ def save_tsne(run_dir, path=None, max_images=400, trigger_from="", data_root=Non
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m scripts.figures", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = p.add_subparsers(dest="command", required=True)
     trigger = commands.add_parser("trigger", help="each run's trigger picture (RUN/trigger.png)")
     trigger.add_argument("runs", nargs="+")

@@ -8,8 +8,8 @@ Metrics: CA (clean accuracy), BA (backdoor accuracy over every triggered test im
 metric) and ASR (attack success over the triggered test images not of the target class). A run's
 row is its method (``scripts.methods``, from its trainer and attack), split further by the config
 values of ``--by`` keys; runs in one cell that differ in other config values (BAPLe's init: set or
-not) are reported with a warning. ``--paper`` puts the published numbers (``scripts/paper_numbers.csv``, transcribed from the
-paper's Tables 1-2) beside ours.
+not) are reported with a warning. ``--paper`` puts the published numbers beside ours
+(``scripts/paper_numbers.csv``, transcribed from the paper's Tables 1-2).
 """
 import argparse
 import csv
@@ -279,7 +279,8 @@ def report(root, out=None, by=(), with_paper=False):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m scripts.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", help="folder searched for results.json files (a sweep's --out)")
     p.add_argument("--out", default=None, help="output prefix (default ROOT/report)")
     p.add_argument("--by", nargs="+", default=[], metavar="KEY", help="config keys that split rows")

@@ -488,7 +488,8 @@ def summarise(outcomes):
 
 # ---- command line --------------------------------------------------------------------------------
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m scripts.sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True, help="datasets root (DATASET.ROOT)")
     p.add_argument("--out", required=True, help="sweep root: one folder per run under it")
     p.add_argument("--datasets", nargs="+", required=True, help="dataset config names (configs/datasets/<name>.yaml)")
@@ -505,7 +506,8 @@ def build_parser():
                    help="BAPLe's context: from the matching Clean_PL run (default, the paper's) or random")
     p.add_argument("--config-dir", default=CONFIGS, help="folder with datasets/ and trainers/ config files")
     p.add_argument("--dry-run", action="store_true", help="print the runs and their commands, run nothing")
-    p.add_argument("--executor", choices=("sequential", "local", "slurm"), default="sequential")
+    p.add_argument("--executor", choices=("sequential", "local", "slurm"), default="sequential",
+                   help="one run after another here (default), submitit's local executor, or SLURM")
     slurm = p.add_argument_group("submitit (--executor slurm or local)")
     slurm.add_argument("--partition", default=None, help="SLURM partition")
     slurm.add_argument("--time", type=int, default=240, help="time limit per run in minutes (default 240)")
