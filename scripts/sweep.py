@@ -24,6 +24,7 @@ submitit's local executor, the same path on this machine (every run of a stage a
 Exit codes: 0 nothing failed, 1 some run failed, 2 bad input (one line naming the problem).
 """
 import argparse
+import contextlib
 import itertools
 import json
 import multiprocessing
@@ -275,27 +276,32 @@ class RunLock:
         breaker = self.path + ".break"
         if not _create_exclusive(breaker):
             if _stale(breaker, {}):  # a breaker that died midway
-                os.remove(breaker)
+                _remove(breaker)
             return False
         try:
             if not _stale(self.path, _read_lock(self.path)):
                 return False
             print(f"Taking over the stale lock {self.path} ({_read_lock(self.path) or 'unreadable'})")
-            if osp.exists(self.path):
-                os.remove(self.path)
+            _remove(self.path)
             return True
         finally:
-            os.remove(breaker)
+            _remove(breaker)
 
     def holder(self):
         return _read_lock(self.path)
 
     def refresh(self):
-        os.utime(self.path)
+        with contextlib.suppress(FileNotFoundError):  # taken over after a long stall: the run goes on
+            os.utime(self.path)
 
     def release(self):
         if self.holder().get("token") == self.token:  # never remove a lock someone else took over
-            os.remove(self.path)
+            _remove(self.path)
+
+
+def _remove(path):
+    with contextlib.suppress(FileNotFoundError):  # another sweep removed it first
+        os.remove(path)
 
 
 def held_elsewhere(folder):
