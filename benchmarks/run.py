@@ -66,7 +66,7 @@ def parse_args(argv=None):
                         help="TRAINER.COOP.PREC / TRAINER.FINETUNE.PREC (default: bf16 on cuda, fp32 on cpu)")
     parser.add_argument("--batch-size", type=int, default=16, help="training batch (one row poisoned)")
     parser.add_argument("--eval-images", type=int, help="synthetic test images (default: 16 on cpu, 400 on cuda)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds after the warm-up round")
+    parser.add_argument("--repeats", type=int, help="timed rounds after the warm-up round (default: 3 on cpu, 10 on cuda)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (cpu device only)")
     parser.add_argument("--extras", nargs="*", choices=sorted(EXTRAS), default=[],
                         help="; ".join(f"{k}: {v}" for k, v in EXTRAS.items()))
@@ -77,7 +77,7 @@ def parse_args(argv=None):
     parser.add_argument("--json", default=os.path.join(REPO, "output", "benchmark.json"),
                         help="where to write the results as JSON")
     args = parser.parse_args(argv)
-    if args.batch_size < 2 or args.repeats < 1:
+    if args.batch_size < 2 or (args.repeats is not None and args.repeats < 1):
         parser.error("--batch-size must be at least 2 (one poisoned row and clean ones) and --repeats at least 1")
     return args
 
@@ -474,7 +474,7 @@ def format_report(name, result):
     return "\n".join(lines)
 
 
-def environment(device, args, precision):
+def environment(device, precision):
     import torch
 
     info = {"python": platform.python_version(), "torch": torch.__version__, "device": device.type,
@@ -513,16 +513,17 @@ def main(argv=None):
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
-    eval_images = args.eval_images or (400 if device.type == "cuda" else 16)
+    args.eval_images = args.eval_images or (400 if device.type == "cuda" else 16)
+    args.repeats = args.repeats or (10 if device.type == "cuda" else 3)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
-    report = {"environment": environment(device, args, precision), "settings": vars(args), "backbones": {}}
+    report = {"environment": environment(device, precision), "settings": vars(args), "backbones": {}}
     print(f"{report['environment'].get('device_name', device.type)}, {precision}, torch {torch.__version__}", flush=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="baple-benchmark-") as work:
         root = os.path.join(work, "data")
         with contextlib.redirect_stdout(io.StringIO()):
-            generate("covid", root, train_per_class=args.batch_size, test_per_class=math.ceil(eval_images / 2),
+            generate("covid", root, train_per_class=args.batch_size, test_per_class=math.ceil(args.eval_images / 2),
                      size=224)
         for name in args.backbones:
             result = bench_backbone(name, args, device, precision, root, os.path.join(work, "runs", name))
