@@ -7,11 +7,17 @@
 
 Config merge order: Dassl defaults -> project keys -> dataset file -> method file -> flags ->
 trailing KEY VALUE overrides. Exit codes: 0 success, 2 bad input or config (one line naming the
-problem and the fix), 1 internal error; the message is the last line printed.
+problem and the fix), 1 internal error or interruption; the message is the last line printed.
+Bad settings are found before any model or image is loaded (``trainers.validation``). A run stopped
+at any point (Ctrl-C, SIGTERM, SIGKILL) resumes from its last checkpoint when the same command is
+run again; see docs/ERRORS.md for the messages.
 """
 import argparse
 import difflib
+import os.path as osp
+import signal
 import sys
+import threading
 
 from configs.errors import InputError
 
@@ -20,7 +26,7 @@ EXIT_INTERNAL = 1
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--root", type=str, default="", help="path to the datasets root (DATASET.ROOT)")
     p.add_argument("--output-dir", type=str, default="", help="output directory (OUTPUT_DIR)")
     p.add_argument("--resume", type=str, default="", help="checkpoint directory to resume from (RESUME)")
@@ -87,13 +93,12 @@ def setup_cfg(args):
     opts = list(args.opts or [])
     if len(opts) % 2:
         raise InputError(f"Overrides must be KEY VALUE pairs; got an odd list: {' '.join(opts)}")
-    for i in range(0, len(opts), 2):
-        _check_key(cfg, opts[i])
-        opts[i + 1] = _float_for_float_key(_node(cfg, opts[i]), opts[i + 1])
-    try:
-        cfg.merge_from_list(opts)
-    except (ValueError, AssertionError) as e:
-        raise InputError(f"Bad override in {' '.join(opts)}: {str(e).splitlines()[0]}") from None
+    for key, value in zip(opts[0::2], opts[1::2]):
+        _check_key(cfg, key)
+        try:
+            cfg.merge_from_list([key, _float_for_float_key(_node(cfg, key), value)])
+        except (ValueError, AssertionError) as e:
+            raise InputError(f"Bad override {key} {value}: {str(e).splitlines()[0]}") from None
     cfg.freeze()
     return cfg
 
@@ -126,17 +131,35 @@ def check_names(cfg):
             raise InputError(f"Unknown {what} {name!r} ({key}); choose from: {', '.join(names)}")
 
 
+def check_paths(args):
+    if args.eval_only and args.model_dir and not osp.isdir(args.model_dir):
+        raise InputError(f"--model-dir {args.model_dir} does not exist; point it at a finished run's output folder")
+
+
+def start_log(output_dir):
+    from dassl_compat import setup_logger
+
+    try:
+        setup_logger(output_dir)
+    except OSError as e:
+        raise InputError(f"OUTPUT_DIR {output_dir} cannot be written ({e.strerror or e}); choose a writable "
+                         "folder (--output-dir)") from None
+
+
 def main(args):
     import datasets  # noqa: F401  (registers the datasets)
     import trainers  # noqa: F401  (registers the trainers)
-    from dassl_compat import BACKEND, build_trainer, collect_env_info, set_random_seed, setup_logger
+    from dassl_compat import BACKEND, build_trainer, collect_env_info, set_random_seed
+    from trainers.validation import validate_cfg
 
     cfg = setup_cfg(args)
     check_names(cfg)
+    validate_cfg(cfg)
+    check_paths(args)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
+    start_log(cfg.OUTPUT_DIR)
     print(f"Engine backend: {BACKEND}")
     print("** Arguments **\n" + "\n".join(f"{k}: {v}" for k, v in sorted(vars(args).items())))
     print(f"** Config **\n{cfg}")
@@ -153,28 +176,54 @@ def main(args):
     return trainer
 
 
+def one_line(error):
+    """The message of a bad-input error as one line. An error raised in a DataLoader worker comes back
+    re-raised by torch with the worker's traceback in its message; its own message is the last line."""
+    lines = str(error).strip().splitlines()
+    if len(lines) < 2:
+        return str(error)
+    prefix = f"{type(error).__module__}.{type(error).__name__}: "
+    return lines[-1][len(prefix):] if lines[-1].startswith(prefix) else lines[-1]
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def run(argv=None):
-    """Entry point with the project's exit codes; returns the code instead of exiting."""
+    """Entry point with the project's exit codes; returns the code instead of exiting. SIGTERM (a
+    scheduler's stop) is handled like Ctrl-C: a checkpoint being written is removed, and the message
+    says how to resume."""
     from dassl_compat import CheckpointError
 
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where handlers can be set
+    previous_handler = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
         main(args)
     except (InputError, CheckpointError) as e:
         sys.stderr.flush()
-        print(f"error: {e}", flush=True)
+        print(f"error: {one_line(e)}", flush=True)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("error: interrupted; run the same command again to resume from the last checkpoint", flush=True)
+    except KeyboardInterrupt as e:
+        sys.stderr.flush()
+        print(f"error: interrupted ({e.args[0] if e.args else 'SIGINT'}); run the same command again to resume "
+              "from the last checkpoint", flush=True)
         return EXIT_INTERNAL
     except Exception as e:  # an internal error: keep the traceback for the bug report
         import traceback
 
         traceback.print_exc(file=sys.stdout)
-        print(f"error: internal error ({type(e).__name__}: {e}); please report it with the log", flush=True)
+        sys.stderr.flush()
+        print(f"error: internal error ({type(e).__name__}: {one_line(e)}); please report it with the log",
+              flush=True)
         return EXIT_INTERNAL
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous_handler is None else previous_handler)
     return 0
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)  # a killed run's console log (e.g. a cluster's) keeps its end
     sys.exit(run())

@@ -12,13 +12,17 @@ the fixed tokens fully, then passed them through the embedding layer a second ti
 from configs.errors import InputError
 
 from .base import MedFMBackbone, TokenizedText
-from .loading import load_open_clip
+from .loading import load_open_clip, open_clip_image_size
 from .registry import register_backbone
 
 
 @register_backbone("biomedclip")
 class BiomedCLIPBackbone(MedFMBackbone):
     default_weights = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+
+    @classmethod
+    def declared_image_size(cls, weights=""):
+        return open_clip_image_size(cls.name, weights or cls.default_weights)
 
     def __init__(self, weights=""):
         from open_clip.hf_model import HFTextEncoder

@@ -11,13 +11,17 @@ import torch
 from configs.errors import InputError
 
 from .base import MedFMBackbone, TokenizedText
-from .loading import load_open_clip
+from .loading import load_open_clip, open_clip_image_size
 from .registry import register_backbone
 
 
 @register_backbone("clip")
 class OpenCLIPBackbone(MedFMBackbone):
     default_weights = "timm/vit_base_patch32_clip_224.openai"
+
+    @classmethod
+    def declared_image_size(cls, weights=""):
+        return open_clip_image_size(cls.name, weights or cls.default_weights)
 
     def __init__(self, weights=""):
         import open_clip

@@ -85,11 +85,9 @@ def read_json(path):
         return json.load(f)
 
 
-def load_open_clip(model_name, weights):
-    """An open_clip model and its tokenizer through open_clip's own factory, from a hub id or a local
-    folder with ``open_clip_config.json`` and the weights file. Returns (model in eval mode, tokenizer)."""
-    import open_clip
-
+def open_clip_config(model_name, weights):
+    """(contents of ``open_clip_config.json``, open_clip's name for the source) of a hub id or a local
+    open_clip folder; reads no weights."""
     folder = local_path(hub_id(weights))
     if folder is not None:
         config_path = os.path.join(folder, "open_clip_config.json")
@@ -101,10 +99,24 @@ def load_open_clip(model_name, weights):
     else:
         config_path = hub_file(model_name, hub_id(weights), "open_clip_config.json")
         source = HUB_PREFIX + hub_id(weights)
+    return read_json(config_path), source
 
+
+def open_clip_image_size(model_name, weights):
+    """The input size an open_clip model's config declares (None when it declares none)."""
+    size = open_clip_config(model_name, weights)[0]["model_cfg"].get("vision_cfg", {}).get("image_size")
+    return size[0] if isinstance(size, (list, tuple)) else size
+
+
+def load_open_clip(model_name, weights):
+    """An open_clip model and its tokenizer through open_clip's own factory, from a hub id or a local
+    folder with ``open_clip_config.json`` and the weights file. Returns (model in eval mode, tokenizer)."""
+    import open_clip
+
+    config, source = open_clip_config(model_name, weights)
     # An HF text tower (BiomedCLIP's BERT) is built from its own hub repo's config.json, even when the
     # CLIP checkpoint holds all weights: check that it is there too, to name it if it is not.
-    text_cfg = read_json(config_path)["model_cfg"].get("text_cfg", {})
+    text_cfg = config["model_cfg"].get("text_cfg", {})
     text_tower = text_cfg.get("hf_model_name")
     overrides = {}
     if folder is not None and text_tower and text_tower.startswith("."):

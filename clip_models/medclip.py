@@ -28,7 +28,7 @@ import torch.nn as nn
 from configs.errors import InputError
 
 from .base import MedFMBackbone, TokenizedText
-from .loading import explain_missing_weights, hub_file
+from .loading import explain_missing_weights, hub_file, read_json
 from .registry import register_backbone
 
 SWIN_ID = "microsoft/swin-tiny-patch4-window7-224"
@@ -134,12 +134,21 @@ class MedCLIPBackbone(MedFMBackbone):
     default_weights = "pretrained/medclip-vit"
     exact_under_truncation = False
 
+    @classmethod
+    def resolve_weights(cls, weights=""):
+        return weights or os.environ.get(WEIGHTS_ENV) or cls.default_weights
+
+    @classmethod
+    def declared_image_size(cls, weights=""):
+        checkpoint_file(cls.resolve_weights(weights))  # missing weights are named here already
+        return read_json(hub_file(cls.name, SWIN_ID, "config.json")).get("image_size")
+
     def __init__(self, weights=""):
         from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
         from transformers import BertConfig, BertTokenizer, SwinConfig
 
         super().__init__()
-        self.weights = weights or os.environ.get(WEIGHTS_ENV) or self.default_weights
+        self.weights = self.resolve_weights(weights)
         checkpoint = checkpoint_file(self.weights)
         hub_file(self.name, SWIN_ID, "config.json")
         hub_file(self.name, BERT_ID, "config.json")
@@ -190,4 +199,5 @@ class MedCLIPBackbone(MedFMBackbone):
 
     @property
     def logit_scale(self):
-        return self.model.logit_scale
+        # MedCLIP clamps its scale to [0, ln 100] whenever it computes logits (compute_logits).
+        return self.model.logit_scale.clamp(0, math.log(100))

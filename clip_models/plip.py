@@ -4,9 +4,10 @@ image-text pairs, with its ``CLIPTokenizer``.
 Weights: a hub repo or local folder in transformers' format (``config.json``, weights, tokenizer files).
 """
 import contextlib
+import os
 
 from .base import MedFMBackbone, TokenizedText
-from .loading import explain_missing_weights, hub_file, hub_id, local_path
+from .loading import explain_missing_weights, hub_file, hub_id, local_path, read_json
 from .registry import register_backbone
 
 
@@ -14,16 +15,28 @@ from .registry import register_backbone
 class PLIPBackbone(MedFMBackbone):
     default_weights = "vinid/plip"
 
+    @classmethod
+    def _config_file(cls, weights):
+        """(transformers' source: local folder or hub id, path of its config.json)."""
+        folder = local_path(hub_id(weights))
+        if folder is not None:
+            return folder, os.path.join(folder, "config.json")
+        return hub_id(weights), hub_file(cls.name, hub_id(weights), "config.json")
+
+    @classmethod
+    def declared_image_size(cls, weights=""):
+        _, config = cls._config_file(weights or cls.default_weights)
+        if not os.path.isfile(config):  # a local folder without it: loading names the problem
+            return None
+        return read_json(config).get("vision_config", {}).get("image_size")
+
     def __init__(self, weights=""):
         from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
         from transformers import CLIPModel, CLIPTokenizer
 
         super().__init__()
         self.weights = weights or self.default_weights
-        source = local_path(hub_id(self.weights))
-        if source is None:
-            source = hub_id(self.weights)
-            hub_file(self.name, source, "config.json")
+        source, _ = self._config_file(self.weights)
         with explain_missing_weights(self.name, self.weights):
             self.model = CLIPModel.from_pretrained(source).eval()
             self.tokenizer = CLIPTokenizer.from_pretrained(source)

@@ -8,6 +8,7 @@ generator states, so a resumed run continues exactly where the saved one stopped
 import os
 import os.path as osp
 import random
+import re
 import shutil
 from collections import OrderedDict
 
@@ -68,8 +69,18 @@ def load_checkpoint(fpath):
         return torch.load(fpath, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(
-            f"Cannot load {fpath} safely (weights_only=True): {str(e).splitlines()[0]}; "
+            f"Cannot load {fpath} safely (weights_only=True): {_refusal(e)}; "
             "re-save it with plain tensors and numbers, or delete it to start over") from None
+
+
+def _refusal(error):
+    """Why torch refused a file, in one line: torch's own message spans many lines and offers to load
+    the file unsafely, which this project never does."""
+    message = str(error)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    if found:
+        return f"it holds a pickled Python object ({found.group(1)}), which is never unpickled"
+    return message.strip().splitlines()[0] if message.strip() else type(error).__name__
 
 
 def latest_epoch(save_dir):

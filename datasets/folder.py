@@ -36,7 +36,7 @@ def read_classnames(path):
         raise InputError(f"{path} does not exist; write one '<folder> <class name>' line per class "
                          f"(the prepare and synthetic commands write it)")
     classnames = {}
-    with open(path, encoding="utf-8") as f:
+    with _opened(path) as f:
         for number, line in enumerate(f, start=1):
             words = line.split()
             if not words:
@@ -53,8 +53,33 @@ def read_classnames(path):
     return classnames
 
 
-def _visible(entries):
-    return [e for e in entries if not e.name.startswith(".")]
+def _cannot_read(path, error):
+    return InputError(f"{path} cannot be read ({error.strerror or error}); make it readable (permissions, mount) "
+                      f"or point DATASET.ROOT at a readable copy")
+
+
+def _opened(path):
+    try:
+        return open(path, encoding="utf-8")
+    except OSError as error:
+        raise _cannot_read(path, error) from None
+
+
+def _visible_entries(folder):
+    """The entries of ``folder`` not starting with a dot; a one-line error if it cannot be listed."""
+    try:
+        with os.scandir(folder) as it:
+            return [e for e in it if not e.name.startswith(".")]
+    except OSError as error:
+        raise _cannot_read(folder, error) from None
+
+
+def check_num_shots(train_files, num_shots, train_dir):
+    """Every class needs at least ``num_shots`` training files (``{folder: paths}``)."""
+    for folder, paths in train_files.items():
+        if len(paths) < num_shots:
+            raise InputError(f"class {folder!r} has {len(paths)} training image(s) in {osp.join(train_dir, folder)}, "
+                             f"fewer than DATASET.NUM_SHOTS {num_shots}; lower NUM_SHOTS to {len(paths)} or less")
 
 
 def list_split(image_dir, split, classnames):
@@ -63,8 +88,7 @@ def list_split(image_dir, split, classnames):
     split_dir = osp.join(image_dir, split)
     if not osp.isdir(split_dir):
         raise InputError(f"{split_dir} does not exist; the layout is <name>/images/{{train,test}}/<class folder>/")
-    with os.scandir(split_dir) as it:
-        folders = {e.name for e in _visible(it) if e.is_dir()}
+    folders = {e.name for e in _visible_entries(split_dir) if e.is_dir()}
     unlisted = sorted(folders - set(classnames))
     if unlisted:
         raise InputError(f"class folder(s) {', '.join(unlisted)} in {split_dir} not listed in classnames.txt; "
@@ -76,8 +100,7 @@ def list_split(image_dir, split, classnames):
     files = {}
     for folder in sorted(classnames):
         class_dir = osp.join(split_dir, folder)
-        with os.scandir(class_dir) as it:
-            files[folder] = sorted(e.path for e in _visible(it) if e.is_file())
+        files[folder] = sorted(e.path for e in _visible_entries(class_dir) if e.is_file())
         if not files[folder]:
             raise InputError(f"{class_dir} holds no images; add images or remove class {folder!r} "
                              f"from classnames.txt and from both splits")
@@ -101,32 +124,56 @@ class FolderDataset(DatasetBase):
     prompt_template = "{}"
     classes = {}
 
-    def __init__(self, cfg):
-        name = type(self).__name__
+    @classmethod
+    def locate(cls, cfg):
+        """The dataset's absolute folder, after checking the ``DATASET`` keys that need no image."""
         policy = cfg.DATASET.get("BAD_FILES", "error")  # a plain Dassl config lacks the project key
         if policy not in BAD_FILE_POLICIES:
             raise InputError(f"DATASET.BAD_FILES is {policy!r}; set it to one of {', '.join(BAD_FILE_POLICIES)}")
         subsample = cfg.DATASET.get("SUBSAMPLE_CLASSES", "all")
         if subsample != "all":
-            raise InputError(f"DATASET.SUBSAMPLE_CLASSES {subsample!r} is not supported by {name}; set it to all")
+            raise InputError(f"DATASET.SUBSAMPLE_CLASSES {subsample!r} is not supported by {cls.__name__}; "
+                             "set it to all")
         if not cfg.DATASET.ROOT:
-            raise InputError(f"DATASET.ROOT is empty; set it to the folder that holds {self.dataset_dir}/")
+            raise InputError(f"DATASET.ROOT is empty; set it to the folder that holds {cls.dataset_dir}/")
         root = osp.abspath(osp.expanduser(cfg.DATASET.ROOT))
         if not osp.isdir(root):
             raise InputError(f"DATASET.ROOT {root} does not exist; set DATASET.ROOT to the folder that holds "
-                             f"{self.dataset_dir}/")
-        self.dataset_dir = osp.join(root, self.dataset_dir)
-        if not osp.isdir(self.dataset_dir):
-            raise InputError(f"{self.dataset_dir} does not exist; build it with python -m "
-                             f"datasets.prepare.{osp.basename(self.dataset_dir)} --raw DIR --out {root} "
+                             f"{cls.dataset_dir}/")
+        dataset_dir = osp.join(root, cls.dataset_dir)
+        if not osp.isdir(dataset_dir):
+            raise InputError(f"{dataset_dir} does not exist; build it with python -m "
+                             f"datasets.prepare.{cls.dataset_dir} --raw DIR --out {root} "
                              f"(or python -m datasets.synthetic for a synthetic stand-in)")
+        return dataset_dir
+
+    @classmethod
+    def listing(cls, cfg):
+        """(dataset folder, ``{folder: class name}``, ``{split: {folder: paths}}``) from ``classnames.txt``
+        and the folder listing alone: no image is opened."""
+        dataset_dir = cls.locate(cfg)
+        classnames = read_classnames(osp.join(dataset_dir, "classnames.txt"))
+        image_dir = osp.join(dataset_dir, "images")
+        return dataset_dir, classnames, {split: list_split(image_dir, split, classnames) for split in SPLITS}
+
+    @classmethod
+    def train_class_sizes(cls, cfg):
+        """``{folder: training images a run uses}`` in label order, without opening an image (unreadable
+        files that ``DATASET.BAD_FILES skip`` would leave out of a full training set still count)."""
+        dataset_dir, _, listing = cls.listing(cfg)
+        train = listing["train"]
+        if cfg.DATASET.NUM_SHOTS < 1:
+            return {folder: len(paths) for folder, paths in train.items()}
+        check_num_shots(train, cfg.DATASET.NUM_SHOTS, osp.join(dataset_dir, "images", "train"))
+        return {folder: cfg.DATASET.NUM_SHOTS for folder in train}
+
+    def __init__(self, cfg):
+        name = type(self).__name__
+        self.dataset_dir, classnames, listing = self.listing(cfg)
         self.image_dir = osp.join(self.dataset_dir, "images")
         self.split_fewshot_dir = osp.join(self.dataset_dir, "split_fewshot")
-        self.bad_files = policy
+        self.bad_files = cfg.DATASET.get("BAD_FILES", "error")
         self.skipped_files = []
-
-        classnames = read_classnames(osp.join(self.dataset_dir, "classnames.txt"))
-        listing = {split: list_split(self.image_dir, split, classnames) for split in SPLITS}
         labels = {folder: label for label, folder in enumerate(sorted(classnames))}
 
         num_shots = cfg.DATASET.NUM_SHOTS
@@ -172,11 +219,7 @@ class FolderDataset(DatasetBase):
             print(f"SEED is negative: drawing the {num_shots}-shot sample with seed {seed} "
                   f"(set SEED {seed} to repeat it)")
         self.fewshot_seed = seed
-        for folder, paths in train_files.items():
-            if len(paths) < num_shots:
-                raise InputError(f"class {folder!r} has {len(paths)} training image(s) in "
-                                 f"{osp.join(self.image_dir, 'train', folder)}, fewer than DATASET.NUM_SHOTS "
-                                 f"{num_shots}; lower NUM_SHOTS to {len(paths)} or less")
+        check_num_shots(train_files, num_shots, osp.join(self.image_dir, "train"))
         cache = osp.join(self.split_fewshot_dir, f"shot_{num_shots}-seed_{seed}.json")
         self.fewshot_cache = cache
         if osp.isfile(cache):

@@ -88,9 +88,21 @@ def load_image(path):
         raise unreadable(path, f"cannot read image ({type(err).__name__}: {err})") from err
 
 
+def _jpeg_is_complete(path):
+    """A JPEG's main image ends with an end-of-image marker (FF D9) somewhere after its first
+    start-of-scan marker (FF DA); compressed data never holds FF D9 (its FF bytes are stuffed), and an
+    EXIF thumbnail's own FF D9 comes before the main scan. A cut-off file has none."""
+    with open(path, "rb") as f:
+        data = f.read()
+    scan = data.find(b"\xff\xda")
+    return scan >= 0 and data.find(b"\xff\xd9", scan) >= 0
+
+
 def image_problem(path):
-    """Why ``path`` is not a usable image, or None. Cheap: existence, size, extension and PIL's
-    header/structure ``verify()``; pixel data is not decoded (``load_image`` reports what slips by)."""
+    """Why ``path`` is not a usable image, or None. Cheap: existence, size, extension, PIL's
+    header/structure ``verify()`` (PNG: every chunk's checksum) and, for JPEG, whose ``verify()``
+    reads only the header, the end-of-image marker; pixel data is not decoded (``load_image``
+    reports what slips by)."""
     if not os.path.isfile(path):
         return "no such file"
     if os.path.getsize(path) == 0:
@@ -99,7 +111,10 @@ def image_problem(path):
         return f"not an image file name (expected one of {', '.join(IMAGE_EXTENSIONS)})"
     try:
         with Image.open(path) as img:
+            image_format = img.format
             img.verify()
     except Exception as err:  # same reasoning as in load_image
         return f"not a readable image ({type(err).__name__}: {err})"
+    if image_format == "JPEG" and not _jpeg_is_complete(path):
+        return "truncated JPEG (no end-of-image marker after the image data)"
     return None

@@ -65,13 +65,24 @@ def load_context(path):
 class BAPLe(CoOp):
     """CoOp plus a learnable noise-and-patch trigger on an exactly poisoned few-shot set."""
 
-    def check_cfg(self, cfg):
+    @classmethod
+    def check_cfg(cls, cfg):
         super().check_cfg(cfg)
         b = cfg.BACKDOOR
         for key, value, choices in (("ORDER", b.ORDER, ORDERS), ("NOISE_GRAD", b.NOISE_GRAD, NOISE_GRADS),
                                     ("NOISE_INIT", b.NOISE_INIT, NOISE_INITS)):
             if value not in choices:
                 raise InputError(f"BACKDOOR.{key} {value!r} is unknown; choose from {', '.join(choices)}")
+        if not 0 < b.NOISE_EPS <= 255:
+            raise InputError(f"BACKDOOR.NOISE_EPS {b.NOISE_EPS} is outside (0, 255]; give the noise budget in 1/255 "
+                             "pixel units (paper: 8)")
+        if b.NOISE_STEP <= 0:
+            raise InputError(f"BACKDOOR.NOISE_STEP {b.NOISE_STEP} must be > 0; give the signed-gradient step in "
+                             "[0, 1] pixel units (paper: 0.01)")
+        init = cfg.TRAINER.BAPLE.INIT
+        if init and not osp.exists(init):
+            raise InputError(f"TRAINER.BAPLE.INIT (--init) {init} does not exist; give a finished CoOp run folder "
+                             "or checkpoint file, or leave it empty to start from a random context")
 
     @staticmethod
     def build_trigger(cfg, image_size):

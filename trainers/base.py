@@ -5,7 +5,8 @@
   is trainable.
 - ``BackdoorTrainer``: poisons an exact, seeded subset of the few-shot training set, applies the
   trigger to those rows of a batch (after augmentation, before the backbone's normalisation),
-  evaluates clean and triggered test images in one pass and writes ``OUTPUT_DIR/results.json``.
+  evaluates clean and triggered test images in one pass and writes ``OUTPUT_DIR/results.json``;
+  every ``TEST.EVAL_FREQ`` epochs and at the end it logs CA, BA, ASR and the trigger to TensorBoard.
 """
 import os.path as osp
 import time
@@ -22,11 +23,13 @@ from yacs.config import CfgNode
 from clip_models import build_backbone
 from configs.errors import InputError
 from dassl_compat import DataManager, TrainerX, read_json, write_json
+from dassl_compat.checkpoint import get_rng_state, set_rng_state
 from datasets.wrapper import ImageDataset
 
 from .attacks import build_attack
+from .display import delta_picture, trigger_views
 from .metrics import backdoor_metrics
-from .poisoning import PoisonPlan, plan_poisoning
+from .poisoning import PoisonPlan, check_target_class, plan_from_cfg
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -66,6 +69,22 @@ class BackdoorTrainer(TrainerX):
         super().__init__(cfg)
 
     # ---- hooks for subclasses -------------------------------------------------------------
+    @classmethod
+    def check_cfg(cls, cfg):
+        """Checks of the config alone (no data, no model); ``train.py`` calls them before anything is
+        built (``trainers.validation``) and the engine again when the trainer is constructed."""
+        b = cfg.BACKDOOR
+        if not 0 <= b.POISON_PERCENTAGE <= 100:
+            raise InputError(f"BACKDOOR.POISON_PERCENTAGE {b.POISON_PERCENTAGE} is outside [0, 100]; give the "
+                             "share of the few-shot training set to poison, in percent (paper: 5)")
+        if b.POISON_COUNT < -1:
+            raise InputError(f"BACKDOOR.POISON_COUNT {b.POISON_COUNT} is not a count; set it to 0 or more, or to -1 "
+                             "to use BACKDOOR.POISON_PERCENTAGE")
+        if b.TARGET_CLASS < 0:
+            raise InputError(f"BACKDOOR.TARGET_CLASS {b.TARGET_CLASS} is negative; choose a class index from 0")
+        if b.EVAL_TRIGGER:
+            run_results_file(b.EVAL_TRIGGER)
+
     @staticmethod
     def build_trigger(cfg, image_size):
         """The trigger this method trains with and evaluates (None: no backdoor)."""
@@ -80,22 +99,14 @@ class BackdoorTrainer(TrainerX):
         self.lab2cname, self.dm = dm.lab2cname, dm
 
         target = self.cfg.BACKDOOR.TARGET_CLASS
-        if not 0 <= target < self.num_classes:
-            raise InputError(f"BACKDOOR.TARGET_CLASS {target} is outside the {self.num_classes} classes of "
-                             f"{self.cfg.DATASET.NAME}; choose 0..{self.num_classes - 1}")
+        check_target_class(target, self.num_classes, self.cfg.DATASET.NAME)
         self.target_class = target
         self.trigger = self.build_trigger(self.cfg, self.cfg.INPUT.SIZE[0])
         labels = [item.label for item in dm.dataset.train_x]
         if self.trigger is None:
             self.poison_plan = PoisonPlan(target)
         else:
-            b = self.cfg.BACKDOOR
-            self.poison_plan = plan_poisoning(labels, target, b.POISON_PERCENTAGE, b.POISON_COUNT,
-                                              b.POISON_NON_TARGET_ONLY, self.trigger.cross_ratio,
-                                              seed=max(self.cfg.SEED, 0))
-            if not self.poison_plan.poisoned:
-                raise InputError(f"BACKDOOR.POISON_PERCENTAGE {b.POISON_PERCENTAGE} of {len(labels)} training "
-                                 "images rounds to 0 poisoned samples; raise it or set BACKDOOR.POISON_COUNT")
+            self.poison_plan = plan_from_cfg(self.cfg, labels, self.trigger.cross_ratio)
             print(f"Poisoned {len(self.poison_plan.poisoned)} of {len(labels)} training images "
                   f"(target class {target}: {self.lab2cname[target]})")
         self.poison_mask = torch.zeros(len(labels), dtype=torch.bool)
@@ -126,10 +137,7 @@ class BackdoorTrainer(TrainerX):
     # ---- model helpers ------------------------------------------------------------------------
     def build_backbone(self):
         backbone = build_backbone(self.cfg.MODEL.BACKBONE.NAME, self.cfg.MODEL.BACKBONE.WEIGHTS)
-        if tuple(self.cfg.INPUT.SIZE) != (backbone.image_size, backbone.image_size):
-            raise InputError(f"INPUT.SIZE {tuple(self.cfg.INPUT.SIZE)} does not match {backbone.name}'s "
-                             f"{backbone.image_size}x{backbone.image_size} input; set INPUT.SIZE "
-                             f"({backbone.image_size}, {backbone.image_size})")
+        check_input_size(self.cfg, backbone.name, backbone.image_size)
         return backbone.to(self.device)
 
     def autocast(self, prec):
@@ -198,7 +206,37 @@ class BackdoorTrainer(TrainerX):
                     self.write_scalar(f"test/{section}_{key}", value, self.epoch)
         if (split or self.cfg.TEST.SPLIT) == "test":
             self.write_results(metrics)
+            self.log_evaluation(metrics, self.epoch + 1)
         return 100.0 * metrics["clean"]["accuracy"]
+
+    def after_epoch(self):
+        """The engine's checkpointing, then every ``TEST.EVAL_FREQ`` epochs an evaluation logged to
+        TensorBoard (skipped after the last epoch when the final test follows: it logs the same)."""
+        super().after_epoch()
+        freq, done = self.cfg.TEST.EVAL_FREQ, self.epoch + 1
+        final_test_follows = done == self.max_epoch and not self.cfg.TEST.NO_TEST
+        if freq > 0 and done % freq == 0 and not final_test_follows:
+            rng = get_rng_state()  # evaluating must not change the training that follows, nor a resumed run
+            metrics = self.evaluate()
+            set_rng_state(rng)
+            self.log_evaluation(metrics, done)
+
+    def log_evaluation(self, metrics, step):
+        """TensorBoard ``eval/*``: CA, BA and non-target ASR at ``step`` (epochs done); ``trigger/delta``
+        (the learned noise, or the trigger's effect on the first test image, amplified) and
+        ``trigger/clean_triggered`` (that image without and with the trigger)."""
+        if self._writer is None:
+            return
+        self.write_scalar("eval/clean_accuracy", metrics["clean"]["accuracy"], step)
+        backdoor = metrics["backdoor"]
+        if backdoor is None:
+            return
+        self.write_scalar("eval/backdoor_accuracy", backdoor["accuracy"], step)
+        if backdoor["asr_non_target"] is not None:
+            self.write_scalar("eval/backdoor_asr_non_target", backdoor["asr_non_target"], step)
+        views = trigger_views(self.eval_trigger(), self.test_loader.dataset[0]["img"].to(self.device))
+        self._writer.add_image("trigger/delta", delta_picture(views), step)
+        self._writer.add_image("trigger/clean_triggered", torch.cat([views["clean"], views["triggered"]], dim=2), step)
 
     def write_results(self, metrics):
         cfg = self.cfg
@@ -228,16 +266,28 @@ class BackdoorTrainer(TrainerX):
         return self.cfg.BACKDOOR.ATTACK if self.trigger is not None else "none"
 
 
+def check_input_size(cfg, backbone_name, image_size):
+    """INPUT.SIZE must be the backbone's square input size (None: not known yet, nothing to check)."""
+    if image_size is not None and tuple(cfg.INPUT.SIZE) != (image_size, image_size):
+        raise InputError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match {backbone_name}'s "
+                         f"{image_size}x{image_size} input; set INPUT.SIZE ({image_size}, {image_size})")
+
+
+def run_results_file(run_dir):
+    """``run_dir/results.json`` of a finished run (``BACKDOOR.EVAL_TRIGGER``), or a one-line error."""
+    path = osp.join(run_dir, "results.json")
+    if not osp.isfile(path):
+        raise InputError(f"BACKDOOR.EVAL_TRIGGER {run_dir}: no results.json there; it must name a finished run folder")
+    return path
+
+
 def load_run_trigger(run_dir):
     """Rebuild the trigger of a finished run from its ``results.json`` config and, when the run
     learned it, its saved ``trigger`` checkpoint."""
     from dassl_compat import TRAINER_REGISTRY
     from dassl_compat.checkpoint import latest_epoch, load_checkpoint
 
-    path = osp.join(run_dir, "results.json")
-    if not osp.isfile(path):
-        raise InputError(f"No results.json in {run_dir}; BACKDOOR.EVAL_TRIGGER must name a finished run folder")
-    cfg = CfgNode(read_json(path)["config"])
+    cfg = CfgNode(read_json(run_results_file(run_dir))["config"])
     trigger = TRAINER_REGISTRY.get(cfg.TRAINER.NAME).build_trigger(cfg, cfg.INPUT.SIZE[0])
     if trigger is None:
         raise InputError(f"The run in {run_dir} ({cfg.TRAINER.NAME}, attack none) has no trigger to evaluate with")

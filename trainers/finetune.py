@@ -33,7 +33,9 @@ class FineTunedCLIP(CLIPClassifier):
 class FineTune(BackdoorTrainer):
     """Full fine-tuning of the image encoder on the (optionally poisoned) few-shot set."""
 
-    def check_cfg(self, cfg):
+    @classmethod
+    def check_cfg(cls, cfg):
+        super().check_cfg(cfg)
         prec = cfg.TRAINER.FINETUNE.PREC
         if prec not in PRECISIONS:
             raise InputError(f"TRAINER.FINETUNE.PREC {prec!r} is unknown; choose from {', '.join(PRECISIONS)}")

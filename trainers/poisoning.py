@@ -42,3 +42,24 @@ def plan_poisoning(labels, target, percentage, count=-1, non_target_only=False, 
     n_cross = min(int(math.floor(cross_ratio * n_poison + 0.5)), len(rest))
     cross = np.sort(rng.choice(rest, size=n_cross, replace=False))
     return PoisonPlan(int(target), poisoned.tolist(), cross.tolist())
+
+
+def check_target_class(target, num_classes, dataset_name):
+    if not 0 <= target < num_classes:
+        raise InputError(f"BACKDOOR.TARGET_CLASS {target} is outside the {num_classes} classes of {dataset_name}; "
+                         f"choose 0..{num_classes - 1}")
+
+
+def plan_from_cfg(cfg, labels, cross_ratio=0.0):
+    """The poisoning plan of an attack run (``BACKDOOR.*`` applied to the training labels); a plan that
+    poisons nothing is refused, since the run would silently be a clean one."""
+    b = cfg.BACKDOOR
+    plan = plan_poisoning(labels, b.TARGET_CLASS, b.POISON_PERCENTAGE, b.POISON_COUNT, b.POISON_NON_TARGET_ONLY,
+                          cross_ratio, seed=max(cfg.SEED, 0))
+    if not plan.poisoned:
+        if b.POISON_COUNT == 0:
+            raise InputError(f"BACKDOOR.POISON_COUNT 0 poisons none of the {len(labels)} training images of an "
+                             f"attack run; set it to 1 or more, or to -1 to use BACKDOOR.POISON_PERCENTAGE")
+        raise InputError(f"BACKDOOR.POISON_PERCENTAGE {b.POISON_PERCENTAGE} of {len(labels)} training images "
+                         "rounds to 0 poisoned samples; raise it or set BACKDOOR.POISON_COUNT")
+    return plan

@@ -18,7 +18,8 @@ class _Tee:
 
     def __init__(self, fpath):
         self.console = sys.stdout
-        self.file = open(fpath, "a", encoding="utf-8")
+        # Line-buffered: a run killed without warning (SIGKILL, out of memory) keeps its log up to the end.
+        self.file = open(fpath, "a", encoding="utf-8", buffering=1)
 
     def write(self, msg):
         self.console.write(msg)

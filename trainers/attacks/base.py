@@ -1,6 +1,13 @@
 """The attack interface: a trigger maps a batch of images in [0, 1] pixel space (after augmentation,
 before the backbone's normalisation) to triggered images, vectorised over the batch."""
+import os
+
+import numpy as np
+import torch
 import torch.nn as nn
+from PIL import Image
+
+from configs.errors import InputError
 
 POSITIONS = ("top-left", "top-center", "top-right", "center-left", "center-center", "center-right",
              "bottom-left", "bottom-center", "bottom-right")
@@ -20,3 +27,22 @@ class Trigger(nn.Module):
 
     def apply_cross(self, images):
         raise NotImplementedError(f"{type(self).__name__} has no noise mode (cross_ratio is 0)")
+
+
+def read_image_file(path, size, key, hint=""):
+    """An image file resized to ``size`` x ``size`` as ([3, s, s] RGB, [1, s, s] alpha) in [0, 1];
+    errors name ``key``, the config key that gave ``path``, and end with ``hint``."""
+    if not os.path.isfile(path):
+        raise InputError(f"{key} {path!r}: trigger image does not exist; set {key} to an image file{hint}")
+    try:
+        with Image.open(path) as img:
+            rgba = img.convert("RGBA").resize((size, size), Image.Resampling.BICUBIC)
+    except OSError as e:
+        raise InputError(f"{key} {path!r}: trigger image cannot be read ({e}); use a PNG or JPEG file{hint}") from None
+    return rgba_to_tensors(rgba)
+
+
+def rgba_to_tensors(rgba):
+    """A PIL RGBA image as ([3, H, W] RGB, [1, H, W] alpha) float tensors in [0, 1]."""
+    pixels = torch.from_numpy(np.asarray(rgba, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return pixels[:3].contiguous(), pixels[3:].contiguous()

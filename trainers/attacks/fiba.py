@@ -9,16 +9,14 @@ spectrum stays Hermitian and the imaginary part is round-off only.
 The trigger image is ``BACKDOOR.FIBA.TRIGGER_IMAGE``, resized to the input size; when empty, a
 built-in smooth texture (fixed seed, identical for every run, like a shipped image file) is used.
 """
-import os
+import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from configs.errors import InputError
 
-from .base import Trigger
+from .base import Trigger, read_image_file
 
 DEFAULT_TEXTURE_SEED = 20220619  # fixed: the built-in trigger image does not change with SEED
 DEFAULT_TEXTURE_CELLS = 16  # the texture is 16 x 16 random colours, bicubic-upsampled
@@ -33,18 +31,6 @@ def default_trigger_image(image_size):
     return texture[0].clamp(0, 1)
 
 
-def load_trigger_image(path, image_size):
-    if not os.path.isfile(path):
-        raise InputError(f"FIBA trigger image {path!r} does not exist; set BACKDOOR.FIBA.TRIGGER_IMAGE to an "
-                         "image file, or to '' for the built-in texture")
-    try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC)
-    except OSError as e:
-        raise InputError(f"FIBA trigger image {path!r} cannot be read ({e}); use a PNG or JPEG file") from None
-    return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
-
-
 def centred_spectrum(images):
     """Per-channel 2-D FFT with the zero frequency moved to index (H // 2, W // 2)."""
     return torch.fft.fftshift(torch.fft.fft2(images.float()), dim=(-2, -1))
@@ -52,7 +38,7 @@ def centred_spectrum(images):
 
 def low_frequency_mask(height, width, beta):
     """[H, W] boolean: the centred square of half-width floor(min(H, W) * beta) (2b + 1 wide)."""
-    b = int(np.floor(min(height, width) * beta))
+    b = math.floor(min(height, width) * beta)
     rows = (torch.arange(height) - height // 2).abs() <= b
     cols = (torch.arange(width) - width // 2).abs() <= b
     return rows[:, None] & cols[None, :]
@@ -85,5 +71,7 @@ def build_fiba(cfg, image_size):
     if not 0 <= f.BETA <= 0.5:
         raise InputError(f"BACKDOOR.FIBA.BETA {f.BETA} must be in [0, 0.5] (the low-frequency square's "
                          "half-width as a share of the image size; paper 0.1)")
-    image = load_trigger_image(f.TRIGGER_IMAGE, image_size) if f.TRIGGER_IMAGE else default_trigger_image(image_size)
+    image = (read_image_file(f.TRIGGER_IMAGE, image_size, "BACKDOOR.FIBA.TRIGGER_IMAGE",
+                             " (or '' for the built-in texture)")[0]
+             if f.TRIGGER_IMAGE else default_trigger_image(image_size))
     return FrequencyTrigger(image, f.ALPHA, f.BETA)

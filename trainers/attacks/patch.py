@@ -1,15 +1,29 @@
 """Patch triggers: a small pattern pasted at one of nine positions (BAPLe's visible trigger, BadNets)."""
-import os
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from configs.errors import InputError
 
-from .base import POSITIONS, Trigger
+from .base import POSITIONS, Trigger, read_image_file, rgba_to_tensors
 
 TEXT_COLOUR = (0x77, 0xAB, 0x59)  # the reference implementation's green
+
+
+@dataclass(frozen=True)
+class PatchKeys:
+    """The config keys a patch trigger is built from, so that its errors name the key to fix."""
+
+    kind: str
+    size: str
+    position: str
+    image: str
+
+
+BAPLE_KEYS = PatchKeys("BACKDOOR.PATCH_TYPE", "BACKDOOR.TRIGGER_SIZE", "BACKDOOR.POSITION", "BACKDOOR.PATCH_IMAGE")
+BADNETS_KEYS = PatchKeys("BACKDOOR.BADNETS.PATTERN", "BACKDOOR.BADNETS.SIZE", "BACKDOOR.BADNETS.POSITION",
+                         "BACKDOOR.BADNETS.IMAGE")
 
 
 def text_pattern(text, size):
@@ -18,20 +32,7 @@ def text_pattern(text, size):
     left, top, right, bottom = font.getbbox(text)
     canvas = Image.new("RGBA", (right - left, bottom - top), (0, 0, 0, 0))
     ImageDraw.Draw(canvas).text((-left, -top), text, font=font, fill=TEXT_COLOUR + (255,))
-    return _rgba_to_tensors(canvas)
-
-
-def image_pattern(path, size):
-    """An image file resized to ``size`` x ``size``; its alpha channel (if any) is the paste mask."""
-    if not os.path.isfile(path):
-        raise InputError(f"Trigger image {path!r} does not exist; set BACKDOOR.PATCH_IMAGE (or "
-                         "BACKDOOR.BADNETS.IMAGE) to an image file")
-    try:
-        with Image.open(path) as img:
-            canvas = img.convert("RGBA").resize((size, size), Image.Resampling.BICUBIC)
-    except OSError as e:
-        raise InputError(f"Trigger image {path!r} cannot be read ({e}); use a PNG or JPEG file") from None
-    return _rgba_to_tensors(canvas)
+    return rgba_to_tensors(canvas)
 
 
 def random_pattern(size, seed):
@@ -46,19 +47,14 @@ def checkerboard_pattern(size):
     return board.expand(3, size, size).clone(), torch.ones(1, size, size)
 
 
-def _rgba_to_tensors(canvas):
-    rgba = torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return rgba[:3].contiguous(), rgba[3:].contiguous()
-
-
-def place(pattern, alpha, position, image_size):
+def place(pattern, alpha, position, image_size, keys=BAPLE_KEYS):
     """Full-image pattern and mask with the patch at ``position`` (flush with the edges)."""
     if position not in POSITIONS:
-        raise InputError(f"Unknown trigger position {position!r}; choose from {', '.join(POSITIONS)}")
+        raise InputError(f"Unknown {keys.position} {position!r}; choose from {', '.join(POSITIONS)}")
     _, h, w = pattern.shape
     if h > image_size or w > image_size:
-        raise InputError(f"Trigger of {w}x{h} px does not fit a {image_size}x{image_size} image; "
-                         "lower BACKDOOR.TRIGGER_SIZE (or BACKDOOR.BADNETS.SIZE)")
+        raise InputError(f"{keys.size}: a trigger of {w}x{h} px does not fit a {image_size}x{image_size} image; "
+                         f"lower {keys.size}")
     vertical, horizontal = position.split("-")
     top = {"top": 0, "center": (image_size - h) // 2, "bottom": image_size - h}[vertical]
     left = {"left": 0, "center": (image_size - w) // 2, "right": image_size - w}[horizontal]
@@ -74,9 +70,9 @@ class PatchTrigger(Trigger):
     image is untouched and where it is 1 the pattern replaces it exactly; fractional alpha (the
     anti-aliased edge of a text) blends."""
 
-    def __init__(self, pattern, alpha, position, image_size):
+    def __init__(self, pattern, alpha, position, image_size, keys=BAPLE_KEYS):
         super().__init__()
-        full_pattern, full_mask = place(pattern, alpha, position, image_size)
+        full_pattern, full_mask = place(pattern, alpha, position, image_size, keys)
         self.register_buffer("pattern", full_pattern)
         self.register_buffer("mask", full_mask)
 
@@ -84,23 +80,24 @@ class PatchTrigger(Trigger):
         return images * (1 - self.mask) + self.pattern * self.mask
 
 
-def build_patch(kind, size, position, image_size, seed=0, text="Lab", image_path=""):
-    """A ``PatchTrigger`` of one of the pattern kinds used by BAPLe and BadNets."""
+def build_patch(kind, size, position, image_size, seed=0, text="Lab", image_path="", keys=BAPLE_KEYS):
+    """A ``PatchTrigger`` of one of the pattern kinds used by BAPLe and BadNets; errors name ``keys``."""
     makers = {
         "text": lambda: text_pattern(text, size),
         "random-patch": lambda: random_pattern(size, seed),
-        "image-patch": lambda: image_pattern(image_path, size),
+        "image-patch": lambda: read_image_file(image_path, size, keys.image),
         "checkerboard": lambda: checkerboard_pattern(size),
         "white": lambda: (torch.ones(3, size, size), torch.ones(1, size, size)),
     }
     if kind not in makers:
-        raise InputError(f"Unknown patch type {kind!r}; choose from {', '.join(makers)}")
+        raise InputError(f"Unknown {keys.kind} {kind!r}; choose from {', '.join(makers)}")
     if size < 1:
-        raise InputError(f"Trigger size {size} must be a positive number of pixels")
-    return PatchTrigger(*makers[kind](), position, image_size)
+        raise InputError(f"{keys.size} {size} must be a positive number of pixels")
+    return PatchTrigger(*makers[kind](), position, image_size, keys)
 
 
 def build_badnets(cfg, image_size):
     """BadNets: a fixed visible patch (BACKDOOR.BADNETS.{PATTERN, SIZE, POSITION, IMAGE})."""
     b = cfg.BACKDOOR.BADNETS
-    return build_patch(b.PATTERN, b.SIZE, b.POSITION, image_size, seed=max(cfg.SEED, 0), image_path=b.IMAGE)
+    return build_patch(b.PATTERN, b.SIZE, b.POSITION, image_size, seed=max(cfg.SEED, 0), image_path=b.IMAGE,
+                       keys=BADNETS_KEYS)
