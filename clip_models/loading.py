@@ -119,6 +119,7 @@ def load_open_clip(model_name, weights):
     text_cfg = config["model_cfg"].get("text_cfg", {})
     text_tower = text_cfg.get("hf_model_name")
     overrides = {}
+    folder = local_path(hub_id(weights))
     if folder is not None and text_tower and text_tower.startswith("."):
         # A self-contained local folder names its text tower relative to itself ("." = the folder: its
         # config.json); open_clip would resolve it against the working directory.
