@@ -53,12 +53,12 @@ class Recipe:
     context_length: int = 77
     embed_dim: int = 64
     # pretraining
-    images_per_class: int = 200
-    steps: int = 1500
-    batch_size: int = 96
-    lr: float = 5e-4
+    images_per_class: int = 150
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
     weight_decay: float = 0.05
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     min_crop_scale: float = 0.35
     acquisition: bool = True  # random acquisition conditions, named in the captions
     scale_lr_factor: float = 10.0  # the logit scale learns this much faster than the weights
@@ -81,6 +81,8 @@ MARK = (("", 0.64), ("with a pen mark", 0.12), ("with a text label", 0.12), ("wi
 CONDITIONS = (STAIN, FOCUS, GRAIN, MARK)
 STAIN_POWER = {"": 1.0, "faintly stained": 0.55, "darkly stained": 1.6}  # optical density scale
 BLUR_SIGMAS = (1.0, 1.6, 2.4)  # pixels
+MARK_SIZE = 72  # pixels: the side of a pen mark's canvas
+MIN_IMAGE_SIZE = 128  # pixels: every slide mark fits (the widest text labels reach 120)
 
 
 def kather_classes():
@@ -188,8 +190,8 @@ def mark_stamps(rng, count, kind):
             canvas = Image.new("RGBA", (right - left, bottom - top), (0, 0, 0, 0))
             ImageDraw.Draw(canvas).text((-left, -top), letters, font=font, fill=ink)
         elif kind == "with a pen mark":
-            canvas = Image.new("RGBA", (72, 72), (0, 0, 0, 0))
-            points = [tuple(p) for p in rng.uniform(6, 66, size=(int(rng.integers(2, 5)), 2))]
+            canvas = Image.new("RGBA", (MARK_SIZE, MARK_SIZE), (0, 0, 0, 0))
+            points = [tuple(p) for p in rng.uniform(6, MARK_SIZE - 6, size=(int(rng.integers(2, 5)), 2))]
             ImageDraw.Draw(canvas).line(points, fill=ink, width=int(rng.integers(3, 8)), joint="curve")
         else:  # a sticker: a plain coloured rectangle
             colour = tuple(int(c) for c in rng.integers(0, 256, size=3)) + (255,)
@@ -371,6 +373,9 @@ def main(argv=None):
         parser.add_argument("--" + field.replace("_", "-"), type=kind, default=value)
     args = parser.parse_args(argv)
     recipe = Recipe(**{k: getattr(args, k) for k in asdict(Recipe())})
+    if recipe.acquisition and recipe.image_size < MIN_IMAGE_SIZE:
+        parser.error(f"--image-size {recipe.image_size} is too small for the slide marks; give at least "
+                     f"{MIN_IMAGE_SIZE} or --acquisition false")
     os.makedirs(args.out, exist_ok=True)
     write_config_files(args.out, recipe)
     model = pretrain(recipe, osp.abspath(args.out), args.device)
