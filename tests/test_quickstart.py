@@ -26,6 +26,24 @@ def test_demo_model_is_small_and_loads_from_a_moved_copy_of_its_folder(tmp_path)
         assert word in vocab and word != "[UNK]"
 
 
+def test_build_script_defaults_are_the_shipped_models_recipe_and_its_output_loads(tmp_path):
+    from dataclasses import asdict
+
+    from clip_models.demo import build
+    from dassl_compat import read_json
+
+    shipped = read_json(osp.join(MODEL_DIR, "open_clip_config.json"))
+    assert shipped["recipe"] == asdict(build.Recipe())
+    tiny = ["--steps", "2", "--images-per-class", "2", "--batch-size", "4", "--image-size", "128",
+            "--vision-width", "32", "--vision-layers", "1", "--vision-head-width", "16", "--text-width", "32",
+            "--text-layers", "1", "--embed-dim", "16"]
+    build.main(["--out", str(tmp_path / "tiny")] + tiny)
+    backbone = build_backbone("biomedclip", str(tmp_path / "tiny"))
+    assert backbone.image_size == 128
+    features = backbone.encode_text(["an H&E image patch of adipose tissue."])
+    assert features.shape == (1, 16) and bool(features.isfinite().all())
+
+
 def _table_rows(printed, descriptions):
     rows = {}
     for line in printed.splitlines():
@@ -36,11 +54,13 @@ def _table_rows(printed, descriptions):
 
 
 def test_quickstart_backdoor_lives_in_the_prompt_and_table_matches_results(tmp_path, capsys, record_property):
-    results = quickstart.main(["--fast", "--output", str(tmp_path / "out"), "--data", str(tmp_path / "data")])
+    # The demo's settings but half its epochs (about 80 s on two cores instead of 140 s); the README's
+    # numbers come from the full demo.
+    results = quickstart.main(["--output", str(tmp_path / "out"), "--data", str(tmp_path / "data"),
+                               "--set", "OPTIM.MAX_EPOCH", "10"])
     printed = capsys.readouterr().out
 
-    descriptions = {name: description for name, description, _ in
-                    quickstart.plan("", str(tmp_path / "out"), quickstart.FAST, MODEL_DIR)}
+    descriptions = {name: description for name, description, _ in quickstart.plan("", "", MODEL_DIR)}
     rows = _table_rows(printed, descriptions.values())
     for name, description in descriptions.items():
         clean, backdoor = results[name]["clean"], results[name]["backdoor"] or {}
@@ -65,4 +85,5 @@ def test_quickstart_refuses_a_dataset_too_small_for_its_shots(tmp_path):
 
     generate("kather", str(tmp_path), train_per_class=2, test_per_class=1, size=32, seed=0)
     with pytest.raises(quickstart.InputError, match="training images"):
-        quickstart.main(["--fast", "--data", str(tmp_path), "--output", str(tmp_path / "out")])
+        quickstart.main(["--data", str(tmp_path), "--output", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
