@@ -8,7 +8,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["dassl_compat*", "trainers*", "datasets*", "clip_models*", "configs*", "scripts*"]),
     py_modules=["train"],
-    package_data={"configs": ["**/*.yaml"], "clip_models": ["assets/*"]},
+    package_data={"configs": ["**/*.yaml"], "clip_models": ["assets/*"], "scripts": ["*.csv"]},
     include_package_data=True,
     install_requires=[
         # These two releases lie on the project's machines' local disk; newer ones would
@@ -25,5 +25,6 @@ setup(
         "safetensors",
         "pydicom",
     ],
-    extras_require={"test": ["pytest"], "slurm": ["submitit"]},
+    # submitit: the sweep's SLURM and local executors (the tests use the local one).
+    extras_require={"test": ["pytest", "submitit"], "slurm": ["submitit"]},
 )

@@ -1,5 +1,25 @@
-"""Pictures of triggers (PNG, matplotlib): what a run's trigger does to a test image."""
+"""Pictures of finished runs (PNG, matplotlib).
+
+    python -m scripts.figures trigger RUN...                 each RUN/trigger.png
+    python -m scripts.figures grid ROOT_OR_RUN... --out triggers.png [--cols 6]
+    python -m scripts.figures tsne RUN... [--max-images 400] [--trigger-from RUN]   each RUN/tsne.png
+
+- trigger: a clean test image, the triggered image, their difference and, for BAPLe, the learned
+  noise alone (differences amplified to the full range).
+- grid: the triggers of many runs side by side (the paper's Figures A.1-A.2): for each run the
+  triggered first test image above its trigger delta, i.e. BAPLe's learned noise or, for the
+  other attacks, the amplified change their trigger makes to that image. Runs without a trigger
+  are left out.
+- tsne: a t-SNE of the run's image features of clean and triggered test images, coloured by
+  class, circles clean and crosses triggered (the paper's Figure 3). ``--trigger-from`` takes the
+  trigger of another run, e.g. to look at a clean model under BAPLe's trigger.
+
+``--data-root`` replaces the runs' DATASET.ROOT when the data has moved since.
+"""
+import argparse
+import math
 import os.path as osp
+import sys
 
 import matplotlib
 
@@ -8,18 +28,35 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from yacs.config import CfgNode  # noqa: E402
 
+from configs.errors import InputError  # noqa: E402
 from dassl_compat import DATASET_REGISTRY, build_transform, read_json  # noqa: E402
 from dassl_compat.checkpoint import atomic_write  # noqa: E402
+from scripts.methods import method_name  # noqa: E402
+from trainers.display import delta_picture, trigger_views  # noqa: E402
 
 
 def _to_hwc(image):
     return image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
-def amplify(delta):
-    """Map a signed perturbation onto [0, 1] for display: 0.5 is zero, the largest |value| reaches 0 or 1."""
-    scale = delta.abs().max().clamp_min(1e-12)
-    return delta / (2 * scale) + 0.5
+def run_results(run_dir):
+    path = osp.join(run_dir, "results.json")
+    if not osp.isfile(path):
+        raise InputError(f"No results.json in {run_dir}; pass finished run folders (or a sweep root for grid)")
+    return read_json(path)
+
+
+def run_config(results, data_root=None):
+    cfg = CfgNode(results["config"])
+    if data_root:
+        cfg.DATASET.ROOT = data_root
+    return cfg
+
+
+def run_title(results):
+    method = method_name(results["trainer"], results["attack"])
+    target = f" · target {results['target_name']}" if results["attack"] != "none" else ""
+    return f"{method} · {results['backbone']}/{results['dataset']}{target} · seed {results['seed']}"
 
 
 def first_test_image(cfg):
@@ -31,31 +68,175 @@ def first_test_image(cfg):
     return build_transform(cfg, is_train=False)(load_image(dataset.test[0].impath))
 
 
-def save_trigger_picture(run_dir, path=None):
-    """Clean test image, triggered image, their difference (amplified) and, for BAPLe, the learned
-    noise alone (amplified). Returns the PNG path (default ``<run_dir>/trigger.png``)."""
+def run_trigger(run_dir, data_root=None):
+    """(results, trigger, views of the first test image) of a run with a trigger."""
     import trainers  # noqa: F401  (registers the trainers)
     from trainers.base import load_run_trigger
 
-    cfg = CfgNode(read_json(osp.join(run_dir, "results.json"))["config"])
+    results = run_results(run_dir)
     trigger = load_run_trigger(run_dir)
-    image = first_test_image(cfg)
-    with torch.no_grad():
-        triggered = trigger(image.unsqueeze(0))[0]
-    panels = [("clean", image), ("triggered", triggered), ("difference (amplified)", amplify(triggered - image))]
-    noise = getattr(trigger, "noise", None)
-    if noise is not None:
-        eps = noise.eps
-        panels.append((f"learned noise, ||δ||∞ = {noise.delta.abs().max() * 255:.1f}/255 (ε = {eps * 255:.0f}/255)",
-                       amplify(noise.delta)))
+    return results, trigger, trigger_views(trigger, first_test_image(run_config(results, data_root)))
+
+
+def _save(fig, path):
+    atomic_write(lambda tmp: fig.savefig(tmp, format="png", dpi=100), path)
+    plt.close(fig)
+    return path
+
+
+def save_trigger_picture(run_dir, path=None, data_root=None):
+    """Clean test image, triggered image, their difference (amplified) and, for BAPLe, the learned
+    noise alone (amplified). Returns the PNG path (default ``<run_dir>/trigger.png``)."""
+    results, trigger, views = run_trigger(run_dir, data_root)
+    panels = [("clean", views["clean"]), ("triggered", views["triggered"]),
+              ("difference (amplified)", views["difference"])]
+    if "noise" in views:
+        noise = trigger.noise
+        panels.append((f"learned noise, ||δ||∞ = {noise.delta.abs().max() * 255:.1f}/255 "
+                       f"(ε = {noise.eps * 255:.0f}/255)", views["noise"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
     for ax, (title, picture) in zip(axes, panels):
         ax.imshow(_to_hwc(picture))
         ax.set_title(title, fontsize=8)
         ax.axis("off")
-    fig.suptitle(f"{cfg.TRAINER.NAME} on {cfg.MODEL.BACKBONE.NAME} / {cfg.DATASET.NAME}", fontsize=10)
+    fig.suptitle(run_title(results), fontsize=10)
     fig.tight_layout()
-    path = path or osp.join(run_dir, "trigger.png")
-    atomic_write(lambda tmp: fig.savefig(tmp, format="png", dpi=100), path)
-    plt.close(fig)
-    return path
+    return _save(fig, path or osp.join(run_dir, "trigger.png"))
+
+
+def find_runs(paths):
+    """Run folders: each path that holds a results.json, else every run folder under it."""
+    from scripts.report import find_results
+
+    runs = []
+    for path in paths:
+        found = [path] if osp.isfile(osp.join(path, "results.json")) else [osp.dirname(p) for p in find_results(path)]
+        if not found:
+            raise InputError(f"No results.json in or under {path}; pass run folders or a sweep root")
+        runs += found
+    return runs
+
+
+def save_trigger_grid(paths, path, cols=6, data_root=None):
+    """For every run with a trigger under ``paths``: its triggered first test image above its trigger
+    delta (BAPLe's noise, else the amplified difference). Returns the PNG path."""
+    tiles = []
+    for run_dir in find_runs(paths):
+        if run_results(run_dir)["attack"] == "none":
+            continue  # a clean run: no trigger of its own
+        results, _, views = run_trigger(run_dir, data_root)
+        tiles.append((run_title(results).replace(" · ", "\n"), views["triggered"], delta_picture(views)))
+    if not tiles:
+        raise InputError(f"None of the runs under {', '.join(paths)} has a trigger; pass attacked runs")
+    cols = min(cols, len(tiles))
+    rows = math.ceil(len(tiles) / cols)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(2.4 * cols, 5.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (title, triggered, delta) in enumerate(tiles):
+        top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
+        top.imshow(_to_hwc(triggered))
+        top.set_title(title, fontsize=7)
+        bottom.imshow(_to_hwc(delta))
+        bottom.set_title("δ (amplified)", fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def image_features(run_dir, max_images=400, trigger_from="", data_root=None):
+    """Image features (the model's unit-norm image embeddings) of up to ``max_images`` test images,
+    spread evenly over the test set, clean and triggered: (clean [N, D], triggered [N, D], labels [N],
+    class names, results)."""
+    import datasets  # noqa: F401  (registers the datasets)
+    import trainers  # noqa: F401  (registers the trainers)
+    from dassl_compat import build_trainer
+
+    results = run_results(run_dir)
+    cfg = run_config(results, data_root)
+    if trigger_from:
+        cfg.BACKDOOR.EVAL_TRIGGER = trigger_from
+    trainer = build_trainer(cfg)
+    trainer.load_model(run_dir)
+    trainer.set_model_mode("eval")
+    trigger = trainer.eval_trigger()
+    if trigger is None:
+        raise InputError(f"The run in {run_dir} has no trigger; pass --trigger-from <a run with a trigger>")
+    test_set = trainer.test_loader.dataset
+    count = min(max_images, len(test_set))
+    indices = torch.linspace(0, len(test_set) - 1, count).round().long().unique().tolist()
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(test_set, indices),
+                                         batch_size=cfg.DATALOADER.TEST.BATCH_SIZE)
+    clean, triggered, labels = [], [], []
+    with trainer.autocast(trainer.precision()):
+        for batch in loader:
+            images, label = trainer.parse_batch_test(batch)
+            clean.append(trainer.model.image_embeddings(images).float().cpu())
+            triggered.append(trainer.model.image_embeddings(trigger(images)).float().cpu())
+            labels.append(label.cpu())
+    names = [trainer.lab2cname[i] for i in range(trainer.num_classes)]
+    return torch.cat(clean), torch.cat(triggered), torch.cat(labels), names, results
+
+
+def save_tsne(run_dir, path=None, max_images=400, trigger_from="", data_root=None):
+    """t-SNE of clean and triggered test-image features, coloured by class. Returns the PNG path."""
+    from sklearn.manifold import TSNE
+
+    if max_images < 5:
+        raise InputError(f"--max-images {max_images} is too few for a t-SNE; use 5 or more")
+    clean, triggered, labels, names, results = image_features(run_dir, max_images, trigger_from, data_root)
+    features = torch.cat([clean, triggered]).numpy()
+    perplexity = min(30.0, (len(features) - 1) / 3)
+    points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0).fit_transform(features)
+    n = len(clean)
+    colours = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    for label, name in enumerate(names):
+        rows = (labels == label).numpy()
+        ax.scatter(points[:n][rows, 0], points[:n][rows, 1], s=14, marker="o", color=colours(label), label=name)
+        ax.scatter(points[n:][rows, 0], points[n:][rows, 1], s=18, marker="x", color=colours(label))
+    ax.scatter([], [], marker="o", color="grey", label="clean")
+    ax.scatter([], [], marker="x", color="grey", label="triggered")
+    ax.legend(fontsize=7, loc="best")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    trigger_note = f" (trigger of {trigger_from})" if trigger_from else ""
+    ax.set_title(f"t-SNE of image features: {run_title(results)}{trigger_note}", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path or osp.join(run_dir, "tsne.png"))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m scripts.figures", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = p.add_subparsers(dest="command", required=True)
+    trigger = commands.add_parser("trigger", help="each run's trigger picture (RUN/trigger.png)")
+    trigger.add_argument("runs", nargs="+")
+    grid = commands.add_parser("grid", help="the triggers of many runs in one picture")
+    grid.add_argument("paths", nargs="+", help="run folders or folders searched for them (a sweep root)")
+    grid.add_argument("--out", required=True, help="PNG file to write")
+    grid.add_argument("--cols", type=int, default=6, help="runs per row (default 6)")
+    tsne = commands.add_parser("tsne", help="t-SNE of clean and triggered image features (RUN/tsne.png)")
+    tsne.add_argument("runs", nargs="+")
+    tsne.add_argument("--max-images", type=int, default=400, help="test images used (default 400)")
+    tsne.add_argument("--trigger-from", default="", help="a run whose trigger to apply (default: the run's own)")
+    for command in (trigger, grid, tsne):
+        command.add_argument("--data-root", default=None, help="DATASET.ROOT, if the data has moved since the runs")
+    args = p.parse_args(argv)
+    try:
+        if args.command == "trigger":
+            written = [save_trigger_picture(run, data_root=args.data_root) for run in args.runs]
+        elif args.command == "grid":
+            written = [save_trigger_grid(args.paths, args.out, args.cols, args.data_root)]
+        else:
+            written = [save_tsne(run, max_images=args.max_images, trigger_from=args.trigger_from,
+                                 data_root=args.data_root) for run in args.runs]
+    except InputError as e:
+        print(f"error: {e}", flush=True)
+        return 2
+    print("Written: " + ", ".join(written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,7 +5,8 @@
   is trainable.
 - ``BackdoorTrainer``: poisons an exact, seeded subset of the few-shot training set, applies the
   trigger to those rows of a batch (after augmentation, before the backbone's normalisation),
-  evaluates clean and triggered test images in one pass and writes ``OUTPUT_DIR/results.json``.
+  evaluates clean and triggered test images in one pass and writes ``OUTPUT_DIR/results.json``;
+  every ``TEST.EVAL_FREQ`` epochs and at the end it logs CA, BA, ASR and the trigger to TensorBoard.
 """
 import os.path as osp
 import time
@@ -22,9 +23,11 @@ from yacs.config import CfgNode
 from clip_models import build_backbone
 from configs.errors import InputError
 from dassl_compat import DataManager, TrainerX, read_json, write_json
+from dassl_compat.checkpoint import get_rng_state, set_rng_state
 from datasets.wrapper import ImageDataset
 
 from .attacks import build_attack
+from .display import delta_picture, trigger_views
 from .metrics import backdoor_metrics
 from .poisoning import PoisonPlan, check_target_class, plan_from_cfg
 
@@ -203,7 +206,37 @@ class BackdoorTrainer(TrainerX):
                     self.write_scalar(f"test/{section}_{key}", value, self.epoch)
         if (split or self.cfg.TEST.SPLIT) == "test":
             self.write_results(metrics)
+            self.log_evaluation(metrics, self.epoch + 1)
         return 100.0 * metrics["clean"]["accuracy"]
+
+    def after_epoch(self):
+        """The engine's checkpointing, then every ``TEST.EVAL_FREQ`` epochs an evaluation logged to
+        TensorBoard (skipped after the last epoch when the final test follows: it logs the same)."""
+        super().after_epoch()
+        freq, done = self.cfg.TEST.EVAL_FREQ, self.epoch + 1
+        final_test_follows = done == self.max_epoch and not self.cfg.TEST.NO_TEST
+        if freq > 0 and done % freq == 0 and not final_test_follows:
+            rng = get_rng_state()  # evaluating must not change the training that follows, nor a resumed run
+            metrics = self.evaluate()
+            set_rng_state(rng)
+            self.log_evaluation(metrics, done)
+
+    def log_evaluation(self, metrics, step):
+        """TensorBoard ``eval/*``: CA, BA and non-target ASR at ``step`` (epochs done); ``trigger/delta``
+        (the learned noise, or the trigger's effect on the first test image, amplified) and
+        ``trigger/clean_triggered`` (that image without and with the trigger)."""
+        if self._writer is None:
+            return
+        self.write_scalar("eval/clean_accuracy", metrics["clean"]["accuracy"], step)
+        backdoor = metrics["backdoor"]
+        if backdoor is None:
+            return
+        self.write_scalar("eval/backdoor_accuracy", backdoor["accuracy"], step)
+        if backdoor["asr_non_target"] is not None:
+            self.write_scalar("eval/backdoor_asr_non_target", backdoor["asr_non_target"], step)
+        views = trigger_views(self.eval_trigger(), self.test_loader.dataset[0]["img"].to(self.device))
+        self._writer.add_image("trigger/delta", delta_picture(views), step)
+        self._writer.add_image("trigger/clean_triggered", torch.cat([views["clean"], views["triggered"]], dim=2), step)
 
     def write_results(self, metrics):
         cfg = self.cfg
