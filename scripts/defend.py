@@ -28,11 +28,12 @@ import os.path as osp
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from configs.errors import InputError  # noqa: E402
+from scripts.methods import method_name  # noqa: E402
 
 PARTS = ("robustness", "retune", "strip", "reconstruct")
 DEFENCE_FOLDER = "defences"
@@ -52,9 +53,9 @@ class Settings:
     retune_lr: float = 0.0  # 0: the run's OPTIM.LR
     strip_images: int = 100
     strip_overlays: int = 16
-    budgets: tuple = field(default_factory=lambda: tuple(round(0.5 * 2 ** (k / 2), 3) for k in range(15)))
-    reconstruct_steps: int = 10
-    reconstruct_images: int = 64
+    budgets: tuple = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # L-infinity, /255; doubling
+    reconstruct_steps: int = 5  # signed-gradient steps per budget (each budget starts from the last delta)
+    reconstruct_images: int = 32  # trusted images of the other classes per class
     reconstruct_success: float = 0.9
     seed: int = 0
 
@@ -65,16 +66,14 @@ class Settings:
 
 # ---- finding runs -------------------------------------------------------------------------------
 def find_runs(path):
-    """Run folders at or under ``path`` (sorted; defence output and hidden folders skipped)."""
+    """Run folders: ``path`` itself when it holds a results.json, else every run folder under it (sorted)."""
+    from scripts.report import find_results
+
     if not osp.isdir(path):
         raise InputError(f"{path} is not a folder; give a run folder (with results.json) or a folder of runs")
     if osp.isfile(osp.join(path, "results.json")):
         return [path]
-    runs = []
-    for folder, subfolders, files in os.walk(path):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d != DEFENCE_FOLDER)
-        if "results.json" in files:
-            runs.append(folder)
+    runs = [osp.dirname(p) for p in find_results(path)]
     if not runs:
         raise InputError(f"No results.json under {path}; give a finished run folder or a folder of runs")
     return runs
@@ -118,7 +117,7 @@ def retune_part(cfg, run_dir, own_trigger, out_dir, shots, seed, settings, log):
             "from_words": rt.retune(from_words, log)}
 
 
-def defend_run(run_dir, settings, trigger_from="", say=print):
+def defend_run(run_dir, settings, trigger_from="", data_root="", say=print):
     """Evaluate the parts of ``settings`` on one run; writes ``RUN/defences/defences.json`` (and the
     plots) and returns its dict."""
     from dassl_compat import write_json
@@ -131,12 +130,13 @@ def defend_run(run_dir, settings, trigger_from="", say=print):
     seconds = {}
     with runs.open_log(osp.join(out_dir, "log.txt")) as log:
         with timed(seconds, "load"):
-            trainer = runs.load_run(run_dir, out_dir, log, trigger_from)
+            trainer = runs.load_run(run_dir, out_dir, log, trigger_from, data_root)
         cfg, trigger = trainer.cfg, trainer.eval_trigger()
         seed = settings.trusted_seed if settings.trusted_seed >= 0 else max(cfg.SEED, 0) + TRUSTED_SEED_OFFSET
         shots = settings.trusted_shots or cfg.DATASET.NUM_SHOTS
         report = {
-            "run_dir": osp.abspath(run_dir), "trainer": results["trainer"], "attack": results["attack"],
+            "run_dir": osp.abspath(run_dir), "method": method_name(results["trainer"], results["attack"]),
+            "trainer": results["trainer"], "attack": results["attack"],
             "backbone": results["backbone"], "dataset": results["dataset"], "seed": results["seed"],
             "trigger": None if trigger is None else cfg.BACKDOOR.EVAL_TRIGGER or "own",
             "target_class": None if trigger is None else trainer.target_class,
@@ -210,7 +210,7 @@ def _grid(count, width=3.2, height=2.8):
 
 
 def _title(report):
-    return f"{report['trainer']} ({report['attack']}) on {report['backbone']} / {report['dataset']}"
+    return f"{report['method']} on {report['backbone']} / {report['dataset']}"
 
 
 def robustness_plot(report, path, curves=None):
@@ -253,6 +253,7 @@ def retune_plot(report, path):
             ax.plot(x, [e["backdoor_accuracy"] for e in epochs], "s" + style, color="C3",
                     label=f"BA, {key.replace('_', ' ')}")
     ax.set_xlabel("epochs of tuning on the trusted clean set")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -276,17 +277,20 @@ def strip_plot(report, path):
 def reconstruct_plot(report, path):
     fig, axes = _grid(2, width=4.2, height=3.4)
     classes = report["reconstruct"]["classes"]
-    names = [f"{c['class']}" for c in classes]
+    names = [c["name"][:12] for c in classes]
     target = report["target_class"]
     colours = ["C3" if c["class"] == target else "C0" for c in classes]
     axes[0].bar(names, [c["min_budget"] for c in classes], color=colours)
     axes[0].set_yscale("log")
-    axes[0].set_ylabel("minimal universal budget (/255)")
+    axes[0].yaxis.set_major_formatter("{x:g}")
+    axes[0].yaxis.set_minor_formatter("{x:g}")
+    axes[0].set_ylabel("minimal universal L-inf budget (/255)")
     axes[1].bar(names, [c["anomaly_index"] or 0 for c in classes], color=colours)
     axes[1].axhline(report["reconstruct"]["flag_above"], color="k", ls="--", lw=1)
     axes[1].set_ylabel("anomaly index")
     for ax in axes:
         ax.set_xlabel("class" + ("" if target is None else " (red: the backdoor target)"))
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
     fig.suptitle(f"Trigger reconstruction: {_title(report)}", fontsize=9)
     return _save(fig, path)
 
@@ -303,13 +307,13 @@ def run_plots(report, out_dir):
 
 
 # ---- the table across runs ----------------------------------------------------------------------
-CSV_COLUMNS = ("run", "trainer", "attack", "defence", "setting", "clean_accuracy", "backdoor_accuracy",
+CSV_COLUMNS = ("run", "method", "trainer", "attack", "defence", "setting", "clean_accuracy", "backdoor_accuracy",
                "asr_non_target", "value", "note")
 
 
 def csv_rows(name, report):
     """Long-format rows of one run: one per purifier strength, re-tuning epoch, detector and class."""
-    base = {"run": name, "trainer": report["trainer"], "attack": report["attack"]}
+    base = {"run": name, **{k: report[k] for k in ("method", "trainer", "attack")}}
     metric_keys = ("clean_accuracy", "backdoor_accuracy", "asr_non_target")
     for countermeasure, sweep in report.get("robustness", {}).items():
         for p in sweep["points"]:
@@ -338,7 +342,7 @@ def _ca_ba(entry):
 
 def summary_row(name, report):
     """One Markdown row: CA/BA, each purifier at its strongest, re-tuning at its last epoch, detectors."""
-    cells = [name, report["trainer"], report["attack"]]
+    cells = [name, report["method"]]
     ref = report.get("reference", {}).get("unpurified")
     cells.append(_ca_ba(ref) if ref else "-")
     retune = report.get("retune", {})
@@ -357,9 +361,11 @@ def summary_row(name, report):
 
 
 def markdown(reports):
-    lines = ["| run | trainer | attack | CA / BA | re-tuned CA / BA | from words CA / BA | STRIP AUC | "
-             "flagged classes; target's anomaly index |", "|---" * 8 + "|"]
+    lines = ["| run | method | CA / BA | re-tuned CA / BA | from words CA / BA | STRIP AUC | "
+             "flagged classes; target's anomaly index |", "|---" * 7 + "|"]
     lines += ["| " + " | ".join(summary_row(name, r)) + " |" for name, r in reports.items()]
+    if not any("robustness" in r for r in reports.values()):
+        return "\n".join(lines) + "\n"
     lines += ["", "CA / BA per purifier strength (strengths: off, then increasing):", "",
               "| run | purifier | " + "CA / BA at each strength |", "|---|---|---|"]
     for name, r in reports.items():
@@ -395,6 +401,7 @@ def build_parser():
     p.add_argument("path", help="a run folder (with results.json) or a folder of runs")
     p.add_argument("--trigger-from", default="", help="run folder whose trigger tests the runs without one")
     p.add_argument("--out", default="", help="folder of the table across runs (default: PATH)")
+    p.add_argument("--data-root", default="", help="replaces the runs' DATASET.ROOT when the data has moved since")
     p.add_argument("--quick", action="store_true", help="a few strengths, one epoch, few images (smoke test)")
     p.add_argument("--only", nargs="+", choices=PARTS, help="measure these parts only")
     p.add_argument("--countermeasures", nargs="+", help="purifiers to sweep (default: all for the modality)")
@@ -450,7 +457,7 @@ def main(argv=None):
         print(f"[{number}/{len(runs)}] {name}", flush=True)
         start = time.time()
         try:
-            reports[name] = defend_run(run_dir, settings, args.trigger_from)
+            reports[name] = defend_run(run_dir, settings, args.trigger_from, args.data_root)
         except InputError as e:
             if len(runs) == 1:
                 raise

@@ -164,7 +164,7 @@ def test_defend_command_writes_detectors_plots_and_tables_without_touching_the_r
     assert {r["defence"] for r in rows} >= {"jpeg", "crop", "retune_received", "retune_from_words", "strip",
                                             "reconstruct"}
     table = (root / "defences.md").read_text()
-    assert "| baple | BAPLe | baple |" in table and "| coop | CoOp | none |" in table
+    assert "| baple | BAPLe |" in table and "| coop | Clean_PL |" in table
     assert os.path.getsize(root / "defences.png") > 1000
 
 
@@ -199,3 +199,16 @@ def test_bad_input_is_one_line_and_eval_only_folders_are_skipped(trained, tmp_pa
     (eval_only / "results.json").write_text((root / "coop" / "results.json").read_text())
     assert defend.run([str(eval_only), "--quick"]) == 2
     assert "holds no checkpoints" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_defend_on_cuda_with_bf16_reproduces_results_json(standins, synthetic_root, tmp_path):
+    run_dir = tmp_path / "baple"
+    train(run_cfg("BAPLe", synthetic_root, run_dir, standins["biomedclip"],
+                  **{"USE_CUDA": True, "TRAINER.COOP.PREC": "bf16", "BACKDOOR.POISON_COUNT": 2}))
+    report = defend.defend_run(str(run_dir), defend.Settings().quick())
+    assert report["reference"]["matches_results_json"] is True
+    assert 0 <= report["strip"]["auc"] <= 1
+    assert all(c["min_budget"] > 0 for c in report["reconstruct"]["classes"])
+    assert report["retune"]["received"]["backbone_unchanged"] is True
+    assert all(math.isfinite(p["clean_accuracy"]) for s in report["robustness"].values() for p in s["points"])

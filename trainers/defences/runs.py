@@ -27,9 +27,9 @@ def read_results(run_dir):
     return read_json(run_results_file(run_dir))
 
 
-def run_cfg(run_dir, output_dir, trigger_from="", **overrides):
+def run_cfg(run_dir, output_dir, trigger_from="", data_root=""):
     """The run's config with ``OUTPUT_DIR`` redirected; ``trigger_from`` (a finished run with a trigger)
-    is used when the run has none of its own; ``overrides``: {"KEY.SUB": value}."""
+    is used when the run has none of its own; ``data_root`` replaces ``DATASET.ROOT`` (moved data)."""
     results = read_results(run_dir)
     cfg = get_cfg()
     cfg.set_new_allowed(True)  # a config dumped by another engine or version may hold keys unknown here
@@ -43,12 +43,8 @@ def run_cfg(run_dir, output_dir, trigger_from="", **overrides):
                              "poisoned-baseline run folder")
         cfg.BACKDOOR.EVAL_TRIGGER = osp.abspath(trigger_from)
         cfg.BACKDOOR.TARGET_CLASS = trigger_results["target_class"]
-    for key, value in overrides.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+    if data_root:
+        cfg.DATASET.ROOT = data_root
     return cfg
 
 
@@ -67,9 +63,9 @@ def has_checkpoints(trainer, run_dir):
     return all(osp.isdir(osp.join(run_dir, name)) for name in trainer.get_model_names())
 
 
-def load_run(run_dir, output_dir, log, trigger_from=""):
+def load_run(run_dir, output_dir, log, trigger_from="", data_root=""):
     """The run's trainer with its trained weights loaded (see the module docstring)."""
-    cfg = run_cfg(run_dir, output_dir, trigger_from)
+    cfg = run_cfg(run_dir, output_dir, trigger_from, data_root)
     trainer = build(cfg, log)
     if not has_checkpoints(trainer, run_dir):
         raise InputError(f"{run_dir} holds no checkpoints of {', '.join(trainer.get_model_names())} (an eval-only "
