@@ -70,13 +70,19 @@ def test_each_countermeasure_at_strength_0_gives_results_json_exactly(trained, d
     results = read_json(root / "baple" / "results.json")
     expected = {"clean_accuracy": results["clean"]["accuracy"], "backdoor_accuracy": results["backdoor"]["accuracy"],
                 "asr_non_target": results["backdoor"]["asr_non_target"]}
-    with open(tmp_path / "log.txt", "w") as log:
+    calls = []
+
+    def every_countermeasure_at_0(images):
+        for countermeasure in robustness.COUNTERMEASURES.values():
+            calls.append(countermeasure.name)
+            images = countermeasure.apply(images, 0, torch.Generator())
+        return images
+
+    with open(tmp_path / "log.txt", "w") as log:  # through the purifier wrapper, not the unwrapped path
         trainer = runs.load_run(str(root / "baple"), str(tmp_path), log)
-        with robustness.test_set_in_memory(trainer):
-            for countermeasure in robustness.COUNTERMEASURES.values():
-                purify = lambda x: countermeasure.apply(x, 0, torch.Generator())  # noqa: E731
-                with robustness.purified(trainer, purify):
-                    assert robustness.evaluate_quietly(trainer, log) == expected, countermeasure.name
+        with robustness.purified(trainer, every_countermeasure_at_0):
+            assert robustness.evaluate_quietly(trainer, log) == expected
+    assert set(calls) == set(robustness.COUNTERMEASURES)
 
     report = read_json(root / "baple" / "defences" / "defences.json")
     assert report["reference"]["matches_results_json"] is True
@@ -119,12 +125,10 @@ def test_retuning_never_modifies_the_backbone_and_logs_ca_ba_per_epoch(trained, 
         cfg = runs.run_cfg(run_dir, str(tmp_path))
         received = retune.retune(retune.defender_cfg(cfg, run_dir, True, str(tmp_path / "r"), shots=4, seed=7,
                                                      epochs=2), log, load_from=run_dir)
-        words = retune.retune(retune.defender_cfg(cfg, run_dir, True, str(tmp_path / "w"), shots=4, seed=7, epochs=1,
-                                                  words="a chest X-ray of"), log)
-    (trainer, backbone_before), (word_trainer, _) = built
+    [(trainer, backbone_before)] = built
     after = trainer.model.backbone.state_dict()
     assert all(torch.equal(backbone_before[k], after[k]) for k in backbone_before)
-    assert received["backbone_unchanged"] and words["backbone_unchanged"]
+    assert received["backbone_unchanged"]
     trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert trainable == {"prompt_learner.ctx"}
     from trainers.baple import load_context
@@ -134,9 +138,7 @@ def test_retuning_never_modifies_the_backbone_and_logs_ca_ba_per_epoch(trained, 
     assert all(e["clean_accuracy"] is not None and e["backdoor_accuracy"] is not None for e in received["epochs"])
     assert received["epochs"][0]["clean_accuracy"] == results["clean"]["accuracy"]  # the received prompt, as trained
     assert received["epochs"][0]["backdoor_accuracy"] == results["backdoor"]["accuracy"]  # under the run's own trigger
-    words_length = len(word_trainer.model.backbone.word_embeddings("a chest X-ray of"))
-    assert word_trainer.prompt_learner.ctx.shape[0] == words_length
-    assert received["num_trusted"] == 8 and word_trainer.poison_plan.poisoned == []
+    assert received["num_trusted"] == 8 and trainer.poison_plan.poisoned == []  # trusted: 4 shots x 2, clean
 
 
 def test_defend_command_writes_detectors_plots_and_tables_without_touching_the_runs(defended):
@@ -154,8 +156,10 @@ def test_defend_command_writes_detectors_plots_and_tables_without_touching_the_r
         assert [c["class"] for c in classes] == [0, 1]
         assert all(c["min_budget"] > 0 and c["anomaly_index"] is not None for c in classes)
         assert sorted(c["anomaly_index"] for c in classes) == pytest.approx([-0.6745, 0.6745], abs=1e-3)
-        assert [e["epoch"] for e in report["retune"]["received"]["epochs"]] == [0, 1]
-        assert report["retune"]["received"]["backbone_unchanged"] is True
+        for variant in ("received", "from_words"):
+            assert [e["epoch"] for e in report["retune"][variant]["epochs"]] == [0, 1]
+            assert report["retune"][variant]["backbone_unchanged"] is True
+        assert report["retune"]["from_words"]["start"] == "words: a chest X-ray of"  # Covid's prompt template
         for plot in ("robustness", "retune", "strip", "reconstruct"):
             assert os.path.getsize(report["plots"][plot]) > 1000
     with open(root / "defences.csv") as f:
