@@ -104,11 +104,12 @@ def robustness_part(trainer, results, settings, log):
     return reference, sweep
 
 
-def retune_part(cfg, run_dir, own_trigger, out_dir, shots, seed, settings, log):
+def retune_part(cfg, run_dir, own_trigger, out_dir, shots, seed, settings, log, say):
     from trainers.defences import retune as rt
 
     if not rt.is_prompt_learning(cfg):
         return {"skipped": f"{cfg.TRAINER.NAME} learns no prompt context to re-tune"}
+    say(f"  retune: {settings.retune_epochs} epoch(s) on {shots} trusted shots per class (seed {seed})")
     common = dict(cfg=cfg, run_dir=osp.abspath(run_dir), own_trigger=own_trigger, shots=shots, seed=seed,
                   epochs=settings.retune_epochs, lr=settings.retune_lr or None)
     received = rt.defender_cfg(**common, output_dir=osp.join(out_dir, "retune"))
@@ -165,10 +166,9 @@ def defend_run(run_dir, settings, trigger_from="", data_root="", say=print):
                     log=lambda line: print(line, file=log, flush=True))
         del trainer  # the re-tuning builds its own models
         if "retune" in settings.parts:
-            say(f"  retune: {settings.retune_epochs} epoch(s) on {shots} trusted shots per class (seed {seed})")
             with timed(seconds, "retune"):
                 report["retune"] = retune_part(cfg, run_dir, results["backdoor"] is not None, out_dir, shots, seed,
-                                               settings, log)
+                                               settings, log, say)
     report["timings_s"] = seconds
     report["plots"] = run_plots(report, out_dir)
     write_json(report, osp.join(out_dir, "defences.json"))
@@ -351,13 +351,16 @@ def summary_row(name, report):
         cells.append(_ca_ba(epochs[-1]) if epochs else "-")
     cells.append(_fmt(report.get("strip", {}).get("auc")))
     rec = report.get("reconstruct")
-    if rec:
-        target = next((c for c in rec["classes"] if c["class"] == report["target_class"]), None)
-        flagged = ", ".join(str(c) for c in rec["flagged"]) or "none"
-        cells.append(f"{flagged}; target {_fmt(target['anomaly_index'], 2) if target else '-'}")
-    else:
-        cells.append("-")
+    cells.append(f"{', '.join(map(str, rec['flagged'])) or 'none'}; target {_target_index(rec, report)}" if rec
+                 else "-")
     return cells
+
+
+def _target_index(rec, report):
+    target = next((c for c in rec["classes"] if c["class"] == report["target_class"]), None)
+    if target is None:
+        return "-"
+    return "n/a (no spread)" if target["anomaly_index"] is None else f"{target['anomaly_index']:.2f}"
 
 
 def markdown(reports):

@@ -14,8 +14,9 @@ Per class c the budget grows geometrically (``budgets``, in 1/255 units); at eac
 refined by ``steps`` signed-gradient steps (starting from the previous budget's delta) on the
 cross-entropy towards c over the trusted clean images not of class c. The search stops at the first
 budget where at least ``success`` of them are predicted c; the minimal budget is interpolated in
-log-budget between that budget and the previous one. A class never reached gets the censored
-value of the next budget up (``reached`` false).
+log-budget between that budget and the previous one. Censored values: a class reached at the first
+budget gets that budget (``below_first_budget``), a class never reached the next budget up
+(``reached`` false).
 
 Anomaly index per class (Neural Cleanse's): (median - x_c) / (1.4826 * MAD) over x = log minimal
 budget, so positive means easier to reach than the typical class; a class is flagged above 2.
@@ -67,8 +68,9 @@ def search_class(trainer, images, target, budgets, steps, success, class_embeddi
                                                                 batch_size)})
         if curve[-1]["success"] >= success:
             break
-    return {"min_budget": interpolated_budget(curve, success), "reached": curve[-1]["success"] >= success,
-            "curve": curve}
+    reached = curve[-1]["success"] >= success
+    return {"min_budget": interpolated_budget(curve, success), "reached": reached,
+            "below_first_budget": reached and len(curve) == 1, "curve": curve}
 
 
 def interpolated_budget(curve, success):
