@@ -8,7 +8,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["dassl_compat*", "trainers*", "datasets*", "clip_models*", "configs*", "scripts*"]),
     py_modules=["train"],
-    package_data={"configs": ["**/*.yaml"], "clip_models": ["assets/*"], "scripts": ["*.csv"]},
+    package_data={"configs": ["**/*.yaml"], "clip_models": ["assets/*", "demo/model/*", "demo/README.md"],
+                  "scripts": ["*.csv"]},
     include_package_data=True,
     install_requires=[
         # These two releases lie on the project's machines' local disk; newer ones would

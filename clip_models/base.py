@@ -75,10 +75,16 @@ class MedFMBackbone(nn.Module):
     def normalize(self, images):
         return (images - self._pixel_mean.to(images.dtype)) / self._pixel_std.to(images.dtype)
 
+    @property
+    def dtype(self):
+        """The dtype of the weights: float32, unless a trainer cast the frozen backbone to bf16 or fp16."""
+        return self._pixel_mean.dtype
+
     # ---- image side -------------------------------------------------------------------------
     def encode_image(self, images):
-        """[B, 3, H, W] images in [0, 1] -> [B, embed_dim] image features."""
-        return self.encode_normalized_image(self.normalize(images))
+        """[B, 3, H, W] images in [0, 1] -> [B, embed_dim] image features (in the weights' dtype when
+        the backbone was cast: inputs follow the weights)."""
+        return self.encode_normalized_image(self.normalize(images).to(self.dtype))
 
     def encode_normalized_image(self, pixel_values):
         raise NotImplementedError
@@ -99,6 +105,7 @@ class MedFMBackbone(nn.Module):
     def encode_text_embeddings(self, embeddings, tokens):
         """Token embeddings (possibly with learnable context spliced in) -> [N, embed_dim] features,
         pooled the model's own way; ``tokens`` gives the ids and mask of the same prompts."""
+        embeddings = embeddings.to(self.dtype)
         if self.truncate_prompts:
             length = int(tokens.lengths.max())
             embeddings = embeddings[:, :length]

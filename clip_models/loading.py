@@ -118,10 +118,17 @@ def load_open_clip(model_name, weights):
     # CLIP checkpoint holds all weights: check that it is there too, to name it if it is not.
     text_cfg = config["model_cfg"].get("text_cfg", {})
     text_tower = text_cfg.get("hf_model_name")
+    overrides = {}
+    folder = local_path(hub_id(weights))
+    if folder is not None and text_tower and text_tower.startswith("."):
+        # A self-contained local folder names its text tower relative to itself ("." = the folder: its
+        # config.json); open_clip would resolve it against the working directory.
+        text_tower = os.path.normpath(os.path.join(folder, text_tower))
+        overrides["text_cfg"] = {**text_cfg, "hf_model_name": text_tower, "hf_model_pretrained": False}
     if text_tower and not os.path.isdir(os.path.expanduser(text_tower)):
         hub_file(model_name, text_tower, "config.json")
 
     with explain_missing_weights(model_name, weights):
-        model = open_clip.create_model_from_pretrained(source, return_transform=False)
+        model = open_clip.create_model_from_pretrained(source, return_transform=False, **overrides)
         tokenizer = open_clip.get_tokenizer(source)
     return model.eval(), tokenizer

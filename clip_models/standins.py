@@ -7,7 +7,12 @@ layout (``models--ORG--NAME/refs/main`` + ``snapshots/REV/``), and a MedCLIP fol
 ``HF_HUB_CACHE=DIR`` set before transformers / open_clip are imported, ``build_backbone(name,
 standins[name])`` loads them through the same calls that load the real weights.
 
-    python -m clip_models.standins --cache DIR
+    python -m clip_models.standins --cache DIR [--full-size] [--only biomedclip quiltnet]
+
+``full_size=True`` writes the real widths and depths instead (ViT-B/32 and its 12-layer text tower,
+ViT-B/16 + BERT-base, Swin-T + BERT-base): random weights of the real models' cost, for benchmarks
+(hundreds of MB per model). Only the BERT vocabulary stays the small stand-in one, so class names may
+split into more tokens than under the real vocabularies.
 
 Tokenizers build offline: the CLIP BPE vocabulary from open_clip's bundled merges, and a small
 WordPiece vocabulary for the BERT towers. Everything is seeded, so two runs write the same files.
@@ -83,16 +88,24 @@ def wordpiece_vocab():
     return specials + characters + ["##" + c for c in characters] + sorted(set(WORDPIECE_WORDS))
 
 
-def _write_open_clip_clip(cache_dir, repo_id, seed):
+def _write_open_clip_clip(cache_dir, repo_id, seed, full_size):
     """An open_clip CLIP with an OpenAI-style text tower (CLIP ViT-B/32, QuiltNet)."""
     import open_clip
 
-    model_cfg = {
-        "embed_dim": 16,
-        "quick_gelu": True,
-        "vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "head_width": 16, "patch_size": 32},
-        "text_cfg": {"context_length": 77, "vocab_size": CLIP_VOCAB_SIZE, "width": 8, "heads": 2, "layers": 2},
-    }
+    if full_size:  # open_clip's ViT-B-32-quickgelu
+        model_cfg = {
+            "embed_dim": 512,
+            "quick_gelu": True,
+            "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32},
+            "text_cfg": {"context_length": 77, "vocab_size": CLIP_VOCAB_SIZE, "width": 512, "heads": 8, "layers": 12},
+        }
+    else:
+        model_cfg = {
+            "embed_dim": 16,
+            "quick_gelu": True,
+            "vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "head_width": 16, "patch_size": 32},
+            "text_cfg": {"context_length": 77, "vocab_size": CLIP_VOCAB_SIZE, "width": 8, "heads": 2, "layers": 2},
+        }
     torch.manual_seed(seed)
     model = open_clip.CLIP(**model_cfg)
 
@@ -102,6 +115,7 @@ def _write_open_clip_clip(cache_dir, repo_id, seed):
         _save_safetensors(model, os.path.join(folder, "open_clip_model.safetensors"))
 
     write_hub_repo(cache_dir, repo_id, write)
+    return repo_id
 
 
 def _write_bert_repo(cache_dir, repo_id, config, tokenizer_config=None):
@@ -115,22 +129,28 @@ def _write_bert_repo(cache_dir, repo_id, config, tokenizer_config=None):
     return write_hub_repo(cache_dir, repo_id, write)
 
 
-def _tiny_bert_config(layers):
-    return {"vocab_size": len(wordpiece_vocab()), "hidden_size": 32, "num_hidden_layers": layers,
-            "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 512,
-            "type_vocab_size": 2, "pad_token_id": 0}
+def _bert_config(layers, full_size_vocab=None):
+    """A tiny BERT with ``layers`` layers, or BERT-base with a ``full_size_vocab``-row embedding table."""
+    if full_size_vocab:
+        size = {"vocab_size": full_size_vocab, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                "intermediate_size": 3072}
+    else:
+        size = {"vocab_size": len(wordpiece_vocab()), "hidden_size": 32, "num_hidden_layers": layers,
+                "num_attention_heads": 2, "intermediate_size": 64}
+    return {**size, "max_position_embeddings": 512, "type_vocab_size": 2, "pad_token_id": 0}
 
 
-def _write_biomedclip(cache_dir, repo_id, seed):
-    """open_clip CustomTextCLIP: timm ViT (timm's smallest test ViT, patch 16) + HF BERT tower."""
+def _write_biomedclip(cache_dir, repo_id, seed, full_size):
+    """open_clip CustomTextCLIP: timm ViT (ViT-B/16, or timm's smallest test ViT, patch 16) + HF BERT tower."""
     import open_clip
 
-    bert_folder = _write_bert_repo(cache_dir, BIOMEDCLIP_BERT_ID, {"model_type": "bert", **_tiny_bert_config(2)},
+    bert = _bert_config(2, full_size_vocab=30522 if full_size else None)  # PubMedBERT's vocabulary size
+    bert_folder = _write_bert_repo(cache_dir, BIOMEDCLIP_BERT_ID, {"model_type": "bert", **bert},
                                    {"do_lower_case": True, "model_max_length": 512})
     model_cfg = {
-        "embed_dim": 16,
-        "vision_cfg": {"timm_model_name": "test_vit", "timm_model_pretrained": False, "timm_pool": "",
-                       "timm_proj": "linear", "image_size": 224},
+        "embed_dim": 512 if full_size else 16,
+        "vision_cfg": {"timm_model_name": "vit_base_patch16_224" if full_size else "test_vit",
+                       "timm_model_pretrained": False, "timm_pool": "", "timm_proj": "linear", "image_size": 224},
         "text_cfg": {"hf_model_name": BIOMEDCLIP_BERT_ID, "hf_tokenizer_name": BIOMEDCLIP_BERT_ID,
                      "hf_proj_type": "mlp", "hf_pooler_type": "cls_last_hidden_state_pooler",
                      "context_length": 256},
@@ -147,19 +167,24 @@ def _write_biomedclip(cache_dir, repo_id, seed):
         _save_safetensors(model, os.path.join(folder, "open_clip_model.safetensors"))
 
     write_hub_repo(cache_dir, repo_id, write)
+    return repo_id
 
 
-def _write_plip(cache_dir, repo_id, seed):
+def _write_plip(cache_dir, repo_id, seed, full_size):
     """transformers CLIPModel with CLIP's BPE tokenizer files."""
     from transformers import CLIPConfig, CLIPModel
 
+    if full_size:  # transformers' CLIPConfig defaults are CLIP ViT-B/32's sizes
+        text_size, vision_size, projection_dim = {}, {}, 512
+    else:
+        text_size = {"hidden_size": 8, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+        vision_size = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+        projection_dim = 16
     config = CLIPConfig(
-        text_config={"vocab_size": CLIP_VOCAB_SIZE, "hidden_size": 8, "intermediate_size": 32,
-                     "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 77,
-                     "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1},
-        vision_config={"image_size": 224, "patch_size": 32, "hidden_size": 32, "intermediate_size": 64,
-                       "num_hidden_layers": 2, "num_attention_heads": 2},
-        projection_dim=16,
+        text_config={"vocab_size": CLIP_VOCAB_SIZE, "max_position_embeddings": 77, "bos_token_id": 0,
+                     "eos_token_id": 2, "pad_token_id": 1, **text_size},
+        vision_config={"image_size": 224, "patch_size": 32, **vision_size},
+        projection_dim=projection_dim,
     )
     torch.manual_seed(seed)
     model = CLIPModel(config)
@@ -175,20 +200,25 @@ def _write_plip(cache_dir, repo_id, seed):
             "pad_token": "<|endoftext|>", "model_max_length": 77, "do_lower_case": True})
 
     write_hub_repo(cache_dir, repo_id, write)
+    return repo_id
 
 
-def _write_medclip(cache_dir, seed):
+def _write_medclip(cache_dir, seed, full_size):
     """The two tower repos (configs, BERT vocabulary) and a released-format MedCLIP-ViT folder."""
     from transformers import BertConfig, SwinConfig
 
     from .medclip import BERT_ID, CHECKPOINT_NAME, SWIN_ID, MedCLIPModel
 
-    swin = {"model_type": "swin", "image_size": 224, "patch_size": 4, "num_channels": 3, "embed_dim": 8,
-            "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1], "window_size": 7}
+    if full_size:  # swin-tiny-patch4-window7-224
+        swin_size = {"embed_dim": 96, "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24]}
+    else:
+        swin_size = {"embed_dim": 8, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1]}
+    swin = {"model_type": "swin", "image_size": 224, "patch_size": 4, "num_channels": 3, "window_size": 7,
+            **swin_size}
     write_hub_repo(cache_dir, SWIN_ID, lambda folder: _write_json(os.path.join(folder, "config.json"), swin))
     # Bio_ClinicalBERT ships config.json and vocab.txt only; three layers keep hidden states 1, 2 and
     # the last apart.
-    bert = _tiny_bert_config(3)
+    bert = _bert_config(3, full_size_vocab=28996 if full_size else None)  # Bio_ClinicalBERT's vocabulary size
     _write_bert_repo(cache_dir, BERT_ID, bert)
     torch.manual_seed(seed)
     model = MedCLIPModel(SwinConfig(**swin), BertConfig(**bert))
@@ -198,24 +228,36 @@ def _write_medclip(cache_dir, seed):
     return folder
 
 
-def write_standins(cache_dir):
-    """Writes every stand-in under ``cache_dir``; returns {backbone name: MODEL.BACKBONE.WEIGHTS value}."""
+STANDIN_NAMES = ("clip", "quiltnet", "biomedclip", "plip", "medclip")
+
+
+def write_standins(cache_dir, full_size=False, names=STANDIN_NAMES):
+    """Writes the stand-ins of ``names`` (tiny, or at the real sizes) under ``cache_dir``; returns
+    {backbone name: MODEL.BACKBONE.WEIGHTS value}."""
+    unknown = sorted(set(names) - set(STANDIN_NAMES))
+    if unknown:
+        raise ValueError(f"no stand-in for {', '.join(unknown)}; choose from {', '.join(STANDIN_NAMES)}")
     cache_dir = os.path.abspath(cache_dir)
     os.makedirs(cache_dir, exist_ok=True)
-    weights = {name: backbone_class(name).default_weights for name in ("clip", "quiltnet", "biomedclip", "plip")}
-    _write_open_clip_clip(cache_dir, weights["clip"], seed=1)
-    _write_open_clip_clip(cache_dir, weights["quiltnet"], seed=2)
-    _write_biomedclip(cache_dir, weights["biomedclip"], seed=3)
-    _write_plip(cache_dir, weights["plip"], seed=4)
-    weights["medclip"] = _write_medclip(cache_dir, seed=5)
-    return weights
+    # Each writer returns its MODEL.BACKBONE.WEIGHTS value: the hub id, or MedCLIP's released-format folder.
+    hub_ids = {name: backbone_class(name).default_weights for name in ("clip", "quiltnet", "biomedclip", "plip")}
+    writers = {
+        "clip": lambda: _write_open_clip_clip(cache_dir, hub_ids["clip"], seed=1, full_size=full_size),
+        "quiltnet": lambda: _write_open_clip_clip(cache_dir, hub_ids["quiltnet"], seed=2, full_size=full_size),
+        "biomedclip": lambda: _write_biomedclip(cache_dir, hub_ids["biomedclip"], seed=3, full_size=full_size),
+        "plip": lambda: _write_plip(cache_dir, hub_ids["plip"], seed=4, full_size=full_size),
+        "medclip": lambda: _write_medclip(cache_dir, seed=5, full_size=full_size),
+    }
+    return {name: writers[name]() for name in names}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", required=True, help="hub-cache folder to write (use it as HF_HUB_CACHE)")
+    parser.add_argument("--full-size", action="store_true", help="the real models' sizes (random weights)")
+    parser.add_argument("--only", nargs="+", choices=STANDIN_NAMES, default=STANDIN_NAMES, help="these backbones")
     args = parser.parse_args()
-    for name, weights in write_standins(args.cache).items():
+    for name, weights in write_standins(args.cache, args.full_size, args.only).items():
         print(f"{name}: MODEL.BACKBONE.WEIGHTS={weights}")
     print(f"load them with HF_HUB_OFFLINE=1 HF_HUB_CACHE={os.path.abspath(args.cache)}")
 

@@ -1,6 +1,8 @@
 """Small, fast trainer runs on the offline stand-ins and synthetic data."""
 import os
 
+import datasets  # noqa: F401  (registers the datasets)
+import trainers  # noqa: F401  (registers the trainers)
 from configs.defaults import get_cfg
 from dassl_compat import build_trainer, set_random_seed
 

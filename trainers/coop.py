@@ -14,6 +14,7 @@ from dassl_compat import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer, 
 from .base import PRECISIONS, BackdoorTrainer, CLIPClassifier, freeze
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+BACKBONE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 class PromptLearner(nn.Module):
@@ -113,6 +114,9 @@ class CoOp(BackdoorTrainer):
         if opts.CLASS_TOKEN_POSITION not in CLASS_TOKEN_POSITIONS:
             raise InputError(f"TRAINER.COOP.CLASS_TOKEN_POSITION {opts.CLASS_TOKEN_POSITION!r} is unknown; "
                              f"choose from {', '.join(CLASS_TOKEN_POSITIONS)}")
+        if opts.BACKBONE_DTYPE not in BACKBONE_DTYPES:
+            raise InputError(f"TRAINER.COOP.BACKBONE_DTYPE {opts.BACKBONE_DTYPE!r} is unknown; choose from "
+                             f"{', '.join(BACKBONE_DTYPES)}")
         if opts.N_CTX < 1 and not opts.CTX_INIT:
             raise InputError(f"TRAINER.COOP.N_CTX {opts.N_CTX} must be at least 1 (or set TRAINER.COOP.CTX_INIT)")
 
@@ -121,7 +125,8 @@ class CoOp(BackdoorTrainer):
 
     def build_model(self):
         cfg = self.cfg
-        backbone = freeze(self.build_backbone())
+        # Frozen, so its weights can be cast once rather than by autocast at every use.
+        backbone = freeze(self.build_backbone()).to(BACKBONE_DTYPES[cfg.TRAINER.COOP.BACKBONE_DTYPE])
         print(f"Building prompt learner on {backbone.name} ({len(self.dm.dataset.classnames)} classes)")
         self.prompt_learner = PromptLearner(cfg, self.dm.dataset.classnames, backbone).to(self.device)
         self.model = PromptCLIP(backbone, self.prompt_learner)

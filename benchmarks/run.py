@@ -1,0 +1,549 @@
+"""Cost of a BAPLe step against a CoOp step and a full fine-tuning step, on the real architectures.
+
+    python -m benchmarks.run [--backbones quiltnet biomedclip] [--device auto|cpu|cuda] [--json PATH]
+
+What is measured
+- Backbones: the real models' architectures at their real sizes with random weights
+  (``clip_models.standins.write_standins(..., full_size=True)``), written once into ``--cache`` (reused
+  when present) and loaded through the project's own loading code with ``HF_HUB_OFFLINE=1``.
+- Trainers: CoOp (clean), BAPLe and FineTune (clean), built by ``build_trainer`` from the repository's
+  configs (``configs/trainers/<method>/<backbone>.yaml``) on a synthetic 2-class dataset (COVID-like
+  X-rays at 224 px), with ``--precision`` (default: bf16 autocast on CUDA, fp32 on the CPU).
+- A step: the trainer's own ``forward_backward`` on one fixed batch of 16 images in which exactly one
+  row is poisoned (1/16 = 6.25 %, the closest a batch of 16 comes to the paper's 5 %).
+- Evaluation: the trainer's own ``evaluate()`` over the synthetic test images.
+- Variants run round-robin, one step of each per round, so a change of machine load hits all of them
+  alike. The first round warms up and measures memory; the next ``--repeats`` rounds are timed and the
+  table gives their medians.
+
+"Before" variants, written here, show what each optimisation of the trainers buys:
+- BAPLe, naive: the reference implementation's step: triggers applied one sample at a time in a Python
+  loop, and the whole batch, clean rows included, back-propagated to the input.
+- CoOp, padded prompts: the text tower on the padded context (77 or 256 positions) instead of the
+  prompts cut to their longest real length.
+- eval, two passes: the test set run twice, clean then triggered, as the reference code evaluates.
+- eval, no workers: the test loader without worker processes or pinned memory.
+"""
+import argparse
+import contextlib
+import ctypes
+import io
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+
+BACKBONE_CHOICES = ("quiltnet", "biomedclip", "clip", "plip", "medclip")
+PRECISION_CHOICES = ("fp32", "bf16", "fp16")
+# Optimisations measured on request, each on a BAPLe trainer of its own: a step and an evaluation pass.
+EXTRAS = {
+    "precision": "the other precision: bf16 autocast on an fp32 run, fp32 on a bf16 or fp16 run",
+    "bf16-backbone": "TRAINER.COOP.BACKBONE_DTYPE bf16: the frozen backbone cast to bf16 once",
+    "channels-last": "the image tower's weights and input in channels_last memory format",
+    "compile": "torch.compile on the image tower (compile time excluded: the warm-up round)",
+}
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The issue's acceptance thresholds (checked on every run; they are stated for the CPU).
+MAX_BAPLE_OVER_COOP = 1.25
+MIN_NAIVE_OVER_BAPLE = 1.5
+MAX_PROMPT_CUT_DIFFERENCE = 1e-5
+MAX_TRAINABLE_FRACTION = 0.002
+MAX_EVAL_THROUGHPUT_LOSS = 1.2
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbones", nargs="+", choices=BACKBONE_CHOICES, default=["quiltnet", "biomedclip"])
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: cuda when available, else cpu")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES,
+                        help="TRAINER.COOP.PREC / TRAINER.FINETUNE.PREC (default: bf16 on cuda, fp32 on cpu)")
+    parser.add_argument("--batch-size", type=int, default=16, help="training batch (one row poisoned)")
+    parser.add_argument("--eval-images", type=int, help="synthetic test images (default: 16 on cpu, 400 on cuda)")
+    parser.add_argument("--repeats", type=int, help="timed rounds after the warm-up round (default: 3 on cpu, 10 on cuda)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (cpu device only)")
+    parser.add_argument("--extras", nargs="*", choices=sorted(EXTRAS), default=[],
+                        help="; ".join(f"{k}: {v}" for k, v in EXTRAS.items()))
+    parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "baple-benchmark-hub"),
+                        help="folder for the random-weight backbones (written once, then reused)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="tiny stand-ins instead of the real sizes: a quick check that this script runs")
+    parser.add_argument("--json", default=os.path.join(REPO, "output", "benchmark.json"),
+                        help="where to write the results as JSON")
+    args = parser.parse_args(argv)
+    if args.batch_size < 2 or (args.repeats is not None and args.repeats < 1):
+        parser.error("--batch-size must be at least 2 (one poisoned row and clean ones) and --repeats at least 1")
+    return args
+
+
+# ---- measuring ----------------------------------------------------------------------------------
+
+def _resident_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _return_freed_heap():
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class PeakMemory:
+    """Peak memory a step takes above what was in use when it started: CUDA's allocator statistics, or on
+    the CPU the process's resident size sampled every 2 ms (freed heap is returned to the system first, so
+    memory an earlier step left cached does not hide this one's)."""
+
+    def __init__(self, device):
+        self.cuda = device.type == "cuda"
+        self.start = self.peak = 0
+
+    def __enter__(self):
+        import torch
+
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+        else:
+            _return_freed_heap()
+            self.start = self.peak = _resident_bytes()
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, _resident_bytes())
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, _resident_bytes())
+
+    @property
+    def megabytes(self):
+        return (self.peak - self.start) / 2 ** 20
+
+
+def timed(fn, device):
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def round_robin(variants, repeats, device):
+    """{name: {"seconds": [timed rounds], "memory_mb": warm-up round's peak}} of ``variants`` ({name: fn})."""
+    results = {name: {"seconds": []} for name in variants}
+    for round_index in range(1 + repeats):
+        print(f"  round {round_index}/{repeats}{' (warm-up, memory)' if round_index == 0 else ''}", flush=True)
+        for name, fn in variants.items():
+            if round_index == 0:
+                with PeakMemory(device) as memory:
+                    fn()
+                results[name]["memory_mb"] = memory.megabytes
+            else:
+                results[name]["seconds"].append(timed(fn, device))
+    return results
+
+
+# ---- the trainers and their steps ---------------------------------------------------------------
+
+def hub_cache(args):
+    return os.path.join(os.path.abspath(args.cache), "tiny" if args.tiny else "full-size")
+
+
+def ensure_standins(cache, name, full_size):
+    """MODEL.BACKBONE.WEIGHTS of ``name``'s random-weight stand-in in ``cache``, written when missing."""
+    from clip_models.standins import write_standins
+    from dassl_compat import read_json, write_json
+
+    marker = os.path.join(cache, f"written-{name}.json")
+    if os.path.isfile(marker):
+        return read_json(marker)["weights"]
+    print(f"[{name}] writing random weights into {cache} (once)", flush=True)
+    weights = write_standins(cache, full_size=full_size, names=[name])[name]
+    write_json({"weights": weights}, marker)
+    return weights
+
+
+def build_method(method, backbone, weights, root, output_dir, device, precision, batch_size, tag="", overrides=()):
+    import trainers  # noqa: F401  (registers the trainers)
+    from configs.defaults import get_cfg
+    from dassl_compat import build_trainer, set_random_seed
+
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "datasets", "covid.yaml"))
+    cfg.merge_from_file(os.path.join(REPO, "configs", "trainers", method, f"{backbone}.yaml"))
+    cfg.merge_from_list([
+        "TRAINER.NAME", method, "DATASET.ROOT", root, "OUTPUT_DIR", os.path.join(output_dir, method + tag), "SEED", 1,
+        "USE_CUDA", device.type == "cuda", "VERBOSE", False, "MODEL.BACKBONE.WEIGHTS", weights,
+        "DATASET.NUM_SHOTS", batch_size, "DATALOADER.TRAIN_X.BATCH_SIZE", batch_size,
+        "BACKDOOR.POISON_COUNT", 1, "TRAINER.COOP.PREC", precision, "TRAINER.FINETUNE.PREC", precision,
+        *overrides,
+    ])
+    set_random_seed(cfg.SEED)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return build_trainer(cfg)
+
+
+def fixed_batch(trainer, batch_size):
+    """The first ``batch_size`` training images with the poisoned one first, through the train transforms."""
+    import torch
+
+    dataset = trainer.train_loader_x.dataset
+    poisoned = list(trainer.poison_plan.poisoned)
+    indices = poisoned + [i for i in range(len(dataset)) if i not in poisoned][:batch_size - len(poisoned)]
+    items = [dataset[i] for i in indices]
+    return {"img": torch.stack([item["img"] for item in items]),
+            "label": torch.tensor([item["label"] for item in items]), "index": torch.tensor(indices)}
+
+
+def train_step(trainer, batch):
+    def step():
+        trainer.set_model_mode("train")
+        trainer.batch_idx, trainer.num_batches = 0, 2  # not an epoch's last batch: no scheduler step
+        trainer.forward_backward(batch)
+    return step
+
+
+def naive_baple_step(trainer, batch):
+    """BAPLe's step as the reference implementation runs it: the trigger applied to the poisoned rows one
+    sample at a time in a Python loop, and the whole batch, clean rows included, through the image tower
+    with a gradient graph back to the input."""
+    import torch.nn.functional as F
+
+    def step():
+        trainer.set_model_mode("train")
+        images, labels, poisoned, _ = trainer.parse_batch_train(batch)
+        trainer.trigger.noise.delta.grad = None
+        images = images.clone()
+        for i in range(len(images)):
+            if poisoned[i]:
+                images[i] = trainer.trigger(images[i:i + 1])[0]
+        with trainer.autocast(trainer.precision()):
+            logits = trainer.model(images).float()
+        loss = sum(F.cross_entropy(logits[rows], labels[rows]) for rows in (~poisoned, poisoned) if rows.any())
+        trainer.model_backward_and_update(loss)
+        trainer.trigger.noise.signed_step(trainer.cfg.BACKDOOR.NOISE_STEP)
+    return step
+
+
+@contextlib.contextmanager
+def overridden(obj, **attributes):
+    """Instance attributes replaced for the duration of a block (e.g. a method by a lambda)."""
+    missing = object()
+    saved = {name: obj.__dict__.get(name, missing) for name in attributes}
+    for name, value in attributes.items():
+        setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is missing:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, value)
+
+
+def padded_prompts(step, backbone):
+    def run():
+        backbone.truncate_prompts = False
+        try:
+            step()
+        finally:
+            backbone.truncate_prompts = backbone.exact_under_truncation
+    return run
+
+
+def evaluation(trainer, **attributes):
+    def run():
+        with overridden(trainer, **attributes), contextlib.redirect_stdout(io.StringIO()):
+            trainer.evaluate()
+    return run
+
+
+def two_pass_evaluation(trainer):
+    """The test set run twice, clean then triggered (the reference code's evaluation), predictions only."""
+    import torch
+
+    @torch.no_grad()
+    def run():
+        trainer.set_model_mode("eval")
+        trigger = trainer.eval_trigger()
+        with trainer.autocast(trainer.precision()):
+            class_embeddings = trainer.model.class_embeddings()
+            for apply in (None, trigger):
+                for batch in trainer.test_loader:
+                    images, _ = trainer.parse_batch_test(batch)
+                    images = images if apply is None else apply(images)
+                    trainer.model.logits(trainer.model.image_embeddings(images), class_embeddings).argmax(1).cpu()
+    return run
+
+
+def loader_without_workers(loader):
+    import torch
+
+    return torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler,
+                                       num_workers=0, pin_memory=False)
+
+
+def other_precision(precision):
+    return "bf16" if precision == "fp32" else "fp32"
+
+
+def apply_extra(extra, trainer):
+    """Changes a freshly built BAPLe trainer the way ``extra`` says, where no config option does (EXTRAS)."""
+    import torch
+
+    backbone = trainer.model.backbone
+    if extra == "channels-last":
+        backbone.to(memory_format=torch.channels_last)
+        encode = backbone.encode_normalized_image
+        backbone.encode_normalized_image = lambda pixels: encode(pixels.contiguous(memory_format=torch.channels_last))
+    elif extra == "compile":
+        backbone.encode_normalized_image = torch.compile(backbone.encode_normalized_image)
+
+
+def prompt_cut_check(trainer):
+    """Class text features from prompts cut to their longest real length against the padded ones."""
+    import torch
+
+    backbone, learner = trainer.model.backbone, trainer.prompt_learner
+    tokens = learner.tokens
+    padded_length, cut_length = tokens.input_ids.shape[1], int(tokens.lengths.max())
+    if not backbone.exact_under_truncation:
+        return {"exact_under_truncation": False, "padded_length": padded_length, "cut_length": None,
+                "max_abs_difference": None}
+    with torch.no_grad():
+        embeddings = learner()
+        backbone.truncate_prompts = False
+        padded = backbone.encode_text_embeddings(embeddings, tokens)
+        backbone.truncate_prompts = True
+        cut = backbone.encode_text_embeddings(embeddings, tokens)
+        backbone.truncate_prompts = backbone.exact_under_truncation
+    return {"exact_under_truncation": True, "padded_length": padded_length, "cut_length": cut_length,
+            "max_abs_difference": float((padded - cut).abs().max()),
+            "feature_scale": float(padded.abs().max())}
+
+
+# ---- one backbone ---------------------------------------------------------------------------------
+
+def bench_backbone(name, args, device, precision, root, output_dir):
+    weights = ensure_standins(hub_cache(args), name, full_size=not args.tiny)
+    started = time.perf_counter()
+    trainers = {method: build_method(method, name, weights, root, output_dir, device, precision, args.batch_size)
+                for method in ("CoOp", "BAPLe", "FineTune")}
+    print(f"[{name}] three trainers built in {time.perf_counter() - started:.0f} s", flush=True)
+    coop, baple, finetune = trainers["CoOp"], trainers["BAPLe"], trainers["FineTune"]
+    batch = fixed_batch(baple, args.batch_size)
+    poisoned_rows = int(baple.poison_mask[batch["index"]].sum())
+    backbone_params = sum(p.numel() for p in baple.model.backbone.parameters())
+    n_test = len(baple.dm.dataset.test)
+
+    # name: (step, images through the image tower per step, trainer whose parameters it trains, description)
+    variants = {
+        "CoOp": (train_step(coop, batch), args.batch_size, coop, "prompt learning, clean"),
+        "CoOp, padded prompts": (padded_prompts(train_step(coop, batch), coop.model.backbone), args.batch_size,
+                                 coop, "before: text tower on the padded context"),
+        "BAPLe": (train_step(baple, batch), args.batch_size, baple, f"{poisoned_rows} of {args.batch_size} rows "
+                  "poisoned"),
+        "BAPLe, naive": (naive_baple_step(baple, batch), args.batch_size, baple,
+                         "before: per-sample trigger loop, whole batch back-propagated to the input"),
+        "FineTune": (train_step(finetune, batch), args.batch_size, finetune, "image tower trained, clean"),
+        "eval": (evaluation(baple), 2 * n_test, None, "clean + triggered in one pass"),
+        "eval, clean only": (evaluation(baple, eval_trigger=lambda: None), n_test, None, "no trigger"),
+        "eval, two passes": (two_pass_evaluation(baple), 2 * n_test, None, "before: clean pass, then triggered pass"),
+        "eval, no workers": (evaluation(baple, test_loader=loader_without_workers(baple.test_loader)), 2 * n_test,
+                             None, f"before: DataLoader without the config's {baple.cfg.DATALOADER.NUM_WORKERS} "
+                             "workers and pinned memory"),
+    }
+    if not coop.model.backbone.exact_under_truncation:  # MedCLIP: prompts always run padded
+        del variants["CoOp, padded prompts"]
+    failed_extras = {}
+    for extra in args.extras:
+        extra_precision = other_precision(precision) if extra == "precision" else precision
+        overrides = ("TRAINER.COOP.BACKBONE_DTYPE", "bf16") if extra == "bf16-backbone" else ()
+        trainer = build_method("BAPLe", name, weights, root, output_dir, device, extra_precision, args.batch_size,
+                               tag=extra, overrides=overrides)
+        apply_extra(extra, trainer)
+        step, evaluate = train_step(trainer, batch), evaluation(trainer)
+        try:  # an experiment that does not run on this model or device is reported, not fatal
+            step()
+            evaluate()
+        except Exception as error:  # noqa: BLE001
+            failed_extras[extra] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+            print(f"[{name}] --extras {extra} failed: {failed_extras[extra]}", flush=True)
+            continue
+        label = {"precision": extra_precision if extra_precision == "fp32" else f"{extra_precision} autocast",
+                 "bf16-backbone": "bf16 backbone", "channels-last": "channels_last", "compile": "compiled"}[extra]
+        variants[f"BAPLe, {label}"] = (step, args.batch_size, trainer, EXTRAS[extra])
+        variants[f"eval, {label}"] = (evaluate, 2 * n_test, None, EXTRAS[extra])
+
+    print(f"[{name}] {len(variants)} variants x (1 warm-up + {args.repeats}) rounds", flush=True)
+    measured = round_robin({k: v[0] for k, v in variants.items()}, args.repeats, device)
+    rows = {}
+    for variant, (_, images, trainer, description) in variants.items():
+        seconds = measured[variant]["seconds"]
+        median = statistics.median(seconds)
+        trainable = trainer.trainable_parameters() if trainer is not None else None
+        rows[variant] = {
+            "description": description, "median_s": median, "min_s": min(seconds), "max_s": max(seconds),
+            "seconds": seconds, "images_per_step": images, "images_per_s": images / median,
+            "step_memory_mb": measured[variant]["memory_mb"], "trainable_params": trainable,
+            "trainable_fraction": None if trainable is None else trainable / backbone_params,
+        }
+    prompt_cut = prompt_cut_check(baple)
+    return {"backbone_params": backbone_params, "poisoned_rows": poisoned_rows, "batch_size": args.batch_size,
+            "test_images": n_test, "prompt_cut": prompt_cut, "variants": rows, "failed_extras": failed_extras,
+            **ratios_and_checks(rows, prompt_cut)}
+
+
+def ratios_and_checks(rows, prompt_cut):
+    def ratio(a, b):
+        return rows[a]["median_s"] / rows[b]["median_s"] if a in rows and b in rows else None
+
+    ratios = {
+        "BAPLe / CoOp": ratio("BAPLe", "CoOp"),
+        "BAPLe / FineTune": ratio("BAPLe", "FineTune"),
+        "BAPLe naive / BAPLe": ratio("BAPLe, naive", "BAPLe"),
+        "CoOp padded / CoOp": ratio("CoOp, padded prompts", "CoOp"),
+        "eval two passes / one pass": ratio("eval, two passes", "eval"),
+        "eval no workers / workers": ratio("eval, no workers", "eval"),
+        # Images through the image tower per second, clean-only over clean + triggered.
+        "eval throughput clean only / one pass": rows["eval, clean only"]["images_per_s"] / rows["eval"]["images_per_s"],
+    }
+    difference = prompt_cut["max_abs_difference"]
+    checks = {
+        f"BAPLe / CoOp <= {MAX_BAPLE_OVER_COOP}": ratios["BAPLe / CoOp"] <= MAX_BAPLE_OVER_COOP,
+        f"BAPLe naive / BAPLe >= {MIN_NAIVE_OVER_BAPLE}": ratios["BAPLe naive / BAPLe"] >= MIN_NAIVE_OVER_BAPLE,
+        f"prompt cut max abs difference <= {MAX_PROMPT_CUT_DIFFERENCE}":
+            None if difference is None else difference <= MAX_PROMPT_CUT_DIFFERENCE,
+        f"BAPLe trainable <= {100 * MAX_TRAINABLE_FRACTION:g} % of the backbone":
+            rows["BAPLe"]["trainable_fraction"] <= MAX_TRAINABLE_FRACTION,
+        f"eval throughput clean only / one pass <= {MAX_EVAL_THROUGHPUT_LOSS}":
+            ratios["eval throughput clean only / one pass"] <= MAX_EVAL_THROUGHPUT_LOSS,
+    }
+    return {"ratios": ratios, "checks": checks}
+
+
+# ---- report -----------------------------------------------------------------------------------------
+
+def format_report(name, result):
+    lines = [f"\n== {name}: {result['backbone_params'] / 1e6:.1f} M backbone parameters, batch "
+             f"{result['batch_size']} with {result['poisoned_rows']} poisoned row, {result['test_images']} test images"]
+    width = max(len(variant) for variant in result["variants"])
+    header = (f"{'variant':<{width}} {'s/step':>8} {'min-max':>13} {'img/s':>7} {'step MB':>8} {'trainable':>11} "
+              f"{'% model':>8}  note")
+    lines += [header, "-" * len(header)]
+    for variant, row in result["variants"].items():
+        trainable = "" if row["trainable_params"] is None else f"{row['trainable_params']:,}"
+        fraction = "" if row["trainable_fraction"] is None else f"{100 * row['trainable_fraction']:.3f}"
+        spread = f"{row['min_s']:.2f}-{row['max_s']:.2f}"
+        lines.append(f"{variant:<{width}} {row['median_s']:>8.3f} {spread:>13} {row['images_per_s']:>7.1f} "
+                     f"{row['step_memory_mb']:>8.0f} {trainable:>11} {fraction:>8}  {row['description']}")
+    cut = result["prompt_cut"]
+    if cut["exact_under_truncation"]:
+        lines.append(f"prompt cut: {cut['padded_length']} -> {cut['cut_length']} positions, max abs difference "
+                     f"{cut['max_abs_difference']:.2e} (features up to {cut['feature_scale']:.2f})")
+    else:
+        lines.append(f"prompt cut: not exact for this model, prompts run padded to {cut['padded_length']}")
+    lines.append("ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items() if v is not None))
+    for extra, error in result["failed_extras"].items():
+        lines.append(f"--extras {extra} failed: {error}")
+    for check, ok in result["checks"].items():
+        lines.append(f"  [{'n/a' if ok is None else 'ok' if ok else 'FAIL'}] {check}")
+    return "\n".join(lines)
+
+
+def environment(device, precision):
+    import torch
+
+    info = {"python": platform.python_version(), "torch": torch.__version__, "device": device.type,
+            "precision": precision, "platform": platform.platform(), "load_average_start": os.getloadavg()}
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+    else:
+        info["threads"] = torch.get_num_threads()
+        with contextlib.suppress(OSError):
+            with open("/proc/cpuinfo") as f:
+                info["device_name"] = next((line.split(":", 1)[1].strip() for line in f
+                                            if line.startswith("model name")), platform.processor())
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        info["commit"] = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                        text=True, timeout=10).stdout.strip()
+    return info
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # The hub libraries read these when imported: set them before anything imports transformers or open_clip.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_HUB_CACHE"] = hub_cache(args)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    from configs.errors import InputError
+    from dassl_compat import write_json
+
+    # The configs' 4 loader workers are what users run, also on this benchmark's small CPUs.
+    warnings.filterwarnings("ignore", message="This DataLoader will create")
+    from datasets.synthetic import generate
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available here; use --device cpu (or auto)")
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
+    args.eval_images = args.eval_images or (400 if device.type == "cuda" else 16)
+    args.repeats = args.repeats or (10 if device.type == "cuda" else 3)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    report = {"environment": environment(device, precision), "settings": vars(args), "backbones": {}}
+    print(f"{report['environment'].get('device_name', device.type)}, {precision}, torch {torch.__version__}", flush=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="baple-benchmark-") as work:
+        root = os.path.join(work, "data")
+        with contextlib.redirect_stdout(io.StringIO()):
+            generate("covid", root, train_per_class=args.batch_size, test_per_class=math.ceil(args.eval_images / 2),
+                     size=224)
+        for name in args.backbones:
+            result = bench_backbone(name, args, device, precision, root, os.path.join(work, "runs", name))
+            report["backbones"][name] = result
+            print(format_report(name, result), flush=True)
+            write_json(report, args.json)  # after each backbone: a cut-short run keeps what it measured
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    report["environment"]["load_average_end"] = os.getloadavg()
+    report["environment"]["wall_s"] = round(time.perf_counter() - started, 1)
+    write_json(report, args.json)
+    print(f"\n{report['environment']['wall_s']:.0f} s; load average {report['environment']['load_average_start']} "
+          f"-> {report['environment']['load_average_end']}; results written to {args.json}")
+
+
+if __name__ == "__main__":
+    from configs.errors import InputError
+
+    try:
+        main()
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
