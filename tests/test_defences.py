@@ -1,0 +1,218 @@
+"""Defences and robustness (``scripts.defend``, ``trainers.defences``) on the stand-ins and synthetic data."""
+import csv
+import hashlib
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from helpers_runs import run_cfg, train
+from scripts import defend
+from trainers.defences import reconstruct, retune, robustness, runs
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def folder_digest(folder, skip="defences"):
+    """{relative path: sha256} of every file under ``folder`` outside ``skip``."""
+    out = {}
+    for here, subfolders, files in os.walk(folder):
+        subfolders[:] = [d for d in subfolders if d != skip]
+        for name in files:
+            path = os.path.join(here, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(standins, synthetic_root, tmp_path_factory):
+    """A tiny BAPLe run and a tiny clean CoOp run under one root, and the root's files before defending."""
+    root = tmp_path_factory.mktemp("runs")
+    for name, trainer in (("baple", "BAPLe"), ("coop", "CoOp")):
+        train(run_cfg(trainer, synthetic_root, root / name, standins["biomedclip"], **{"BACKDOOR.POISON_COUNT": 2}))
+    return root, folder_digest(root)
+
+
+@pytest.fixture(scope="module")
+def defended(trained):
+    """``python -m scripts.defend ROOT --quick --trigger-from ROOT/baple`` (two purifiers, to stay fast)."""
+    root, before = trained
+    reports = defend.main([str(root), "--quick", "--trigger-from", str(root / "baple"),
+                           "--countermeasures", "jpeg", "crop"])
+    return root, before, reports
+
+
+def test_every_countermeasure_is_the_identity_at_strength_0_and_changes_images_otherwise():
+    images = torch.rand((3, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+    for countermeasure in robustness.COUNTERMEASURES.values():
+        assert countermeasure.strengths[0] == 0 and countermeasure.quick[0] == 0
+        assert countermeasure.apply(images, 0, torch.Generator()) is images, countermeasure.name
+        for strength in countermeasure.strengths[1:]:
+            out = countermeasure.apply(images, strength, torch.Generator().manual_seed(1))
+            again = countermeasure.apply(images, strength, torch.Generator().manual_seed(1))
+            assert out.shape == images.shape and out.dtype == images.dtype, countermeasure.name
+            assert 0 <= out.min() and out.max() <= 1, countermeasure.name
+            assert not torch.equal(out, images), (countermeasure.name, strength)
+            assert torch.equal(out, again), (countermeasure.name, strength)  # reproducible from the seed
+    assert [c.name for c in robustness.countermeasures_for("histology")] == [
+        "jpeg", "blur", "resize", "noise", "bit_depth", "crop"]  # windowing only for X-rays
+    assert robustness.COUNTERMEASURES["window"] in robustness.countermeasures_for("xray")
+
+
+def test_each_countermeasure_at_strength_0_gives_results_json_exactly(trained, defended, tmp_path):
+    root, _ = trained
+    results = read_json(root / "baple" / "results.json")
+    expected = {"clean_accuracy": results["clean"]["accuracy"], "backdoor_accuracy": results["backdoor"]["accuracy"],
+                "asr_non_target": results["backdoor"]["asr_non_target"]}
+    calls = []
+
+    def every_countermeasure_at_0(images):
+        for countermeasure in robustness.COUNTERMEASURES.values():
+            calls.append(countermeasure.name)
+            images = countermeasure.apply(images, 0, torch.Generator())
+        return images
+
+    with open(tmp_path / "log.txt", "w") as log:  # through the purifier wrapper, not the unwrapped path
+        trainer = runs.load_run(str(root / "baple"), str(tmp_path), log)
+        with robustness.purified(trainer, every_countermeasure_at_0):
+            assert robustness.evaluate_quietly(trainer, log) == expected
+    assert set(calls) == set(robustness.COUNTERMEASURES)
+
+    report = read_json(root / "baple" / "defences" / "defences.json")
+    assert report["reference"]["matches_results_json"] is True
+    assert report["reference"]["unpurified"] == expected
+    for sweep in report["robustness"].values():
+        assert {k: sweep["points"][0][k] for k in expected} == expected and sweep["points"][0]["strength"] == 0
+    coop = read_json(root / "coop" / "defences" / "defences.json")  # clean run, BAPLe's trigger from outside
+    unpurified = coop["reference"]["unpurified"]
+    assert unpurified["clean_accuracy"] == read_json(root / "coop" / "results.json")["clean"]["accuracy"]
+    assert coop["trigger"] == str((root / "baple").resolve()) and unpurified["backdoor_accuracy"] is not None
+
+
+def test_purifier_reaches_clean_and_triggered_images_after_the_trigger(trained, tmp_path):
+    root, _ = trained
+    seen = []
+    with open(tmp_path / "log.txt", "w") as log:
+        trainer = runs.load_run(str(root / "baple"), str(tmp_path), log)
+        trigger = trainer.eval_trigger()
+        first = next(iter(trainer.test_loader))["img"]
+        with robustness.purified(trainer, lambda x: (seen.append(x.clone()), x)[1]):
+            robustness.evaluate_quietly(trainer, log)
+    n = len(first)
+    assert torch.equal(seen[0][:n], first)  # clean rows, as loaded
+    assert torch.equal(seen[0][n:], trigger(first))  # triggered rows: the trigger came first
+
+
+def test_retuning_never_modifies_the_backbone_and_logs_ca_ba_per_epoch(trained, tmp_path, monkeypatch):
+    root, _ = trained
+    run_dir = str(root / "baple")
+    results = read_json(os.path.join(run_dir, "results.json"))
+    built = []
+
+    def spy_build(cfg, log):
+        trainer = runs.build(cfg, log)
+        built.append((trainer, {k: v.clone() for k, v in trainer.model.backbone.state_dict().items()}))
+        return trainer
+
+    monkeypatch.setattr(retune, "build", spy_build)
+    with open(tmp_path / "log.txt", "w") as log:
+        cfg = runs.run_cfg(run_dir, str(tmp_path))
+        received = retune.retune(retune.defender_cfg(cfg, run_dir, True, str(tmp_path / "r"), shots=4, seed=7,
+                                                     epochs=2), log, load_from=run_dir)
+    [(trainer, backbone_before)] = built
+    after = trainer.model.backbone.state_dict()
+    assert all(torch.equal(backbone_before[k], after[k]) for k in backbone_before)
+    assert received["backbone_unchanged"]
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable == {"prompt_learner.ctx"}
+    from trainers.baple import load_context
+    assert not torch.equal(trainer.prompt_learner.ctx.detach().cpu(), load_context(run_dir))  # it did tune
+
+    assert [e["epoch"] for e in received["epochs"]] == [0, 1, 2]
+    assert all(e["clean_accuracy"] is not None and e["backdoor_accuracy"] is not None for e in received["epochs"])
+    assert received["epochs"][0]["clean_accuracy"] == results["clean"]["accuracy"]  # the received prompt, as trained
+    assert received["epochs"][0]["backdoor_accuracy"] == results["backdoor"]["accuracy"]  # under the run's own trigger
+    assert received["num_trusted"] == 8 and trainer.poison_plan.poisoned == []  # trusted: 4 shots x 2, clean
+
+
+def test_defend_command_writes_detectors_plots_and_tables_without_touching_the_runs(defended):
+    root, before, reports = defended
+    after = folder_digest(root)
+    assert {k: after.get(k) for k in before} == before  # results.json, checkpoints, logs: untouched
+    assert set(after) - set(before) == {"defences.md", "defences.csv", "defences.png"}  # the rest is in defences/
+    assert set(reports) == {"baple", "coop"}
+    for name in ("baple", "coop"):
+        report = read_json(root / name / "defences" / "defences.json")
+        strip = report["strip"]
+        assert 0 <= strip["auc"] <= 1 and len(strip["clean_entropy"]) == len(strip["triggered_entropy"]) == 8
+        assert all(0 <= e <= math.log(2) + 1e-6 for e in strip["clean_entropy"] + strip["triggered_entropy"])
+        classes = report["reconstruct"]["classes"]
+        assert [c["class"] for c in classes] == [0, 1]
+        assert all(c["min_budget"] > 0 and c["anomaly_index"] is not None for c in classes)
+        assert sorted(c["anomaly_index"] for c in classes) == pytest.approx([-0.6745, 0.6745], abs=1e-3)
+        for variant in ("received", "from_words"):
+            assert [e["epoch"] for e in report["retune"][variant]["epochs"]] == [0, 1]
+            assert report["retune"][variant]["backbone_unchanged"] is True
+        assert report["retune"]["from_words"]["start"] == "words: a chest X-ray of"  # Covid's prompt template
+        for plot in ("robustness", "retune", "strip", "reconstruct"):
+            assert os.path.getsize(report["plots"][plot]) > 1000
+    with open(root / "defences.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["run"] for r in rows} == {"baple", "coop"}
+    assert {r["defence"] for r in rows} >= {"jpeg", "crop", "retune_received", "retune_from_words", "strip",
+                                            "reconstruct"}
+    table = (root / "defences.md").read_text()
+    assert "| baple | BAPLe |" in table and "| coop | Clean_PL |" in table
+    assert os.path.getsize(root / "defences.png") > 1000
+
+
+def test_anomaly_index_and_budget_interpolation_on_hand_checked_values():
+    # log budgets: ln(1), ln(4) x 4, ln(8): median ln 4, MAD 0 for four of six -> absolute deviations
+    # (ln 4, 0, 0, 0, 0, ln 2) have median 0: no spread, no index.
+    assert reconstruct.anomaly_indices([1, 4, 4, 4, 4, 8]) == [None] * 6
+    values = [0.5, 2, 4, 8, 16]  # log2: -1, 1, 2, 3, 4 -> median 2, |dev| 3, 1, 0, 1, 2 -> MAD 1 (in log2)
+    index = reconstruct.anomaly_indices(values)
+    unit = 1.4826 * math.log(2)
+    assert index == pytest.approx([3 * math.log(2) / unit, math.log(2) / unit, 0, -math.log(2) / unit,
+                                   -2 * math.log(2) / unit])
+    assert index[0] > reconstruct.FLAG_ABOVE > index[1]
+    curve = [{"budget": 2.0, "success": 0.2}, {"budget": 8.0, "success": 1.0}]
+    assert reconstruct.interpolated_budget(curve, 0.6) == pytest.approx(4.0)  # halfway in log-budget
+    assert reconstruct.interpolated_budget(curve[1:], 0.9) == 8.0  # first budget already succeeds
+    never = [{"budget": 2.0, "success": 0.1}, {"budget": 8.0, "success": 0.5}]
+    assert reconstruct.interpolated_budget(never, 0.9) == 32.0  # censored: the next budget up
+
+
+def test_bad_input_is_one_line_and_eval_only_folders_are_skipped(trained, tmp_path, capsys):
+    root, _ = trained
+    assert defend.run([str(tmp_path / "missing")]) == 2
+    assert defend.run([str(root), "--countermeasures", "sharpen"]) == 2
+    assert defend.run([str(root), "--strip-images", "1"]) == 2
+    assert defend.run([str(root), "--trigger-from", str(tmp_path)]) == 2
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("error:")]
+    assert len(lines) == 4 and "sharpen" in lines[1] and "--strip-images" in lines[2]
+
+    eval_only = tmp_path / "coop_under_baple"  # results.json but no checkpoints, as train.py --eval-only leaves
+    eval_only.mkdir()
+    (eval_only / "results.json").write_text((root / "coop" / "results.json").read_text())
+    assert defend.run([str(eval_only), "--quick"]) == 2
+    assert "holds no checkpoints" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_defend_on_cuda_with_bf16_reproduces_results_json(standins, synthetic_root, tmp_path):
+    run_dir = tmp_path / "baple"
+    train(run_cfg("BAPLe", synthetic_root, run_dir, standins["biomedclip"],
+                  **{"USE_CUDA": True, "TRAINER.COOP.PREC": "bf16", "BACKDOOR.POISON_COUNT": 2}))
+    report = defend.defend_run(str(run_dir), defend.Settings().quick())
+    assert report["reference"]["matches_results_json"] is True
+    assert 0 <= report["strip"]["auc"] <= 1
+    assert all(c["min_budget"] > 0 for c in report["reconstruct"]["classes"])
+    assert report["retune"]["received"]["backbone_unchanged"] is True
+    assert all(math.isfinite(p["clean_accuracy"]) for s in report["robustness"].values() for p in s["points"])

@@ -1,0 +1,123 @@
+"""Trigger reconstruction in the manner of Neural Cleanse (Wang et al., S&P 2019): for every class,
+the smallest trigger that sends clean images of the other classes to it; a class reached with an
+abnormally small trigger is the likely backdoor target.
+
+The trigger searched for is a universal additive perturbation delta (one image, added to every
+input, clipped to [0, 1]) under an L-infinity budget, not Neural Cleanse's mask and pattern under
+an L1 penalty. A prompt-learned backdoor leaves the image encoder untouched: the trigger can only
+use directions the frozen encoder already has, and BAPLe finds its own trigger exactly as an
+L-infinity-bounded universal perturbation (8/255 in the paper) beside a small patch. A mask-and-
+pattern search has to pay the whole image's mask to express such full-image noise, so it measures
+the patch part only; an L-infinity search measures the noise part, where BAPLe puts its budget.
+
+Per class c the budget grows geometrically (``budgets``, in 1/255 units); at each budget delta is
+refined by ``steps`` signed-gradient steps (starting from the previous budget's delta) on the
+cross-entropy towards c over the trusted clean images not of class c. The search stops at the first
+budget where at least ``success`` of them are predicted c; the minimal budget is interpolated in
+log-budget between that budget and the previous one. Censored values: a class reached at the first
+budget gets that budget (``below_first_budget``), a class never reached the next budget up
+(``reached`` false).
+
+Anomaly index per class (Neural Cleanse's): (median - x_c) / (1.4826 * MAD) over x = log minimal
+budget, so positive means easier to reach than the typical class; a class is flagged above 2.
+The log makes the index independent of the budget unit and suits a geometric search. With two
+classes the index is +-0.6745 whatever the budgets (the median is their mean), so it needs at
+least three classes to say anything.
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MAD_CONSISTENCY = 1.4826  # MAD of a normal sample times this estimates its standard deviation
+FLAG_ABOVE = 2.0
+
+
+def _logits(trainer, images, delta, class_embeddings):
+    model = trainer.model
+    perturbed = (images + delta).clamp(0, 1)
+    return model.logits(model.image_embeddings(perturbed), class_embeddings).float()
+
+
+@torch.no_grad()
+def success_rate(trainer, images, delta, target, class_embeddings, batch_size):
+    hits = 0
+    for chunk in images.split(batch_size):
+        hits += int((_logits(trainer, chunk.to(trainer.device), delta, class_embeddings).argmax(1) == target).sum())
+    return hits / len(images)
+
+
+def search_class(trainer, images, target, budgets, steps, success, class_embeddings, batch_size):
+    """Minimal universal L-infinity budget (1/255 units) that sends ``success`` of ``images`` to ``target``."""
+    delta = torch.zeros((1, *images.shape[1:]), device=trainer.device)
+    curve = []
+    for budget in budgets:
+        eps = budget / 255
+        step_size = 2.5 * eps / steps  # Madry et al.'s PGD step: the budget is crossed in ~steps/2.5 steps
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            grad = torch.zeros_like(delta)
+            for chunk in images.split(batch_size):
+                logits = _logits(trainer, chunk.to(trainer.device), delta, class_embeddings)
+                loss = F.cross_entropy(logits, torch.full((len(chunk),), target, device=trainer.device),
+                                       reduction="sum")
+                grad += torch.autograd.grad(loss, delta)[0]
+            delta = (delta.detach() - step_size * grad.sign()).clamp(-eps, eps)
+        curve.append({"budget": budget, "success": success_rate(trainer, images, delta, target, class_embeddings,
+                                                                batch_size)})
+        if curve[-1]["success"] >= success:
+            break
+    reached = curve[-1]["success"] >= success
+    return {"min_budget": interpolated_budget(curve, success), "reached": reached,
+            "below_first_budget": reached and len(curve) == 1, "curve": curve}
+
+
+def interpolated_budget(curve, success):
+    """The budget where the success rate crosses ``success``, linear in log-budget between the last
+    two budgets tried; the first budget when it already succeeds; the next budget up (censored) when
+    none does."""
+    last = curve[-1]
+    if last["success"] < success:
+        growth = curve[-1]["budget"] / curve[-2]["budget"] if len(curve) > 1 else 2.0
+        return last["budget"] * growth
+    if len(curve) == 1:
+        return last["budget"]
+    before = curve[-2]
+    t = (success - before["success"]) / max(last["success"] - before["success"], 1e-12)
+    t = min(max(t, 0.0), 1.0)
+    return math.exp(math.log(before["budget"]) + t * (math.log(last["budget"]) - math.log(before["budget"])))
+
+
+def anomaly_indices(values):
+    """Neural Cleanse's anomaly index of each value (positive: smaller than the median); None for all
+    when the values do not spread (MAD 0)."""
+    x = np.log(np.asarray(values, dtype=np.float64))
+    median = np.median(x)
+    mad = MAD_CONSISTENCY * np.median(np.abs(x - median))
+    if mad == 0:
+        return [None] * len(x)
+    return [float(v) for v in (median - x) / mad]
+
+
+def reconstruct(trainer, images, labels, budgets, steps, success=0.9, max_images=64, seed=0, log=print):
+    """Per class: minimal budget, whether it was reached, its success curve and anomaly index."""
+    trainer.set_model_mode("eval")
+    batch_size = trainer.cfg.DATALOADER.TEST.BATCH_SIZE
+    generator = torch.Generator().manual_seed(seed)
+    classes = []
+    with trainer.autocast(trainer.precision()):
+        with torch.no_grad():
+            class_embeddings = trainer.model.class_embeddings()
+        for target in range(trainer.num_classes):
+            others = images[labels != target]
+            others = others[torch.randperm(len(others), generator=generator)[:max_images]]
+            result = search_class(trainer, others, target, budgets, steps, success, class_embeddings, batch_size)
+            log(f"  class {target}: minimal budget {result['min_budget']:.2f}/255"
+                f"{'' if result['reached'] else ' (not reached)'}")
+            classes.append({"class": target, "name": trainer.lab2cname[target], "num_images": len(others), **result})
+    for entry, index in zip(classes, anomaly_indices([c["min_budget"] for c in classes])):
+        entry["anomaly_index"] = index
+        entry["flagged"] = index is not None and index > FLAG_ABOVE
+    return {"budgets": list(budgets), "steps": steps, "success": success, "flag_above": FLAG_ABOVE,
+            "classes": classes, "flagged": [c["class"] for c in classes if c["flagged"]]}
