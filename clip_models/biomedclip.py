@@ -11,40 +11,28 @@ the fixed tokens fully, then passed them through the embedding layer a second ti
 """
 from configs.errors import InputError
 
-from .base import MedFMBackbone, TokenizedText
-from .loading import load_open_clip, open_clip_image_size
+from .base import TokenizedText
+from .open_clip_base import OpenClipBackboneBase
 from .registry import register_backbone
 
 
 @register_backbone("biomedclip")
-class BiomedCLIPBackbone(MedFMBackbone):
+class BiomedCLIPBackbone(OpenClipBackboneBase):
     default_weights = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 
-    @classmethod
-    def declared_image_size(cls, weights=""):
-        return open_clip_image_size(cls.name, weights or cls.default_weights)
-
     def __init__(self, weights=""):
-        from open_clip.hf_model import HFTextEncoder
-
-        super().__init__()
-        self.weights = weights or self.default_weights
-        self.model, self.tokenizer = load_open_clip(self.name, self.weights)
-        if not isinstance(getattr(self.model, "text", None), HFTextEncoder):
-            raise InputError(f"{self.name}: MODEL.BACKBONE.WEIGHTS={self.weights!r} is a {type(self.model).__name__} "
-                             "without a Hugging Face text tower; BiomedCLIP weights are an open_clip CustomTextCLIP")
+        super().__init__(weights)
         self.text = self.model.text
-        self.image_size = self.model.visual.image_size[0]
         self.context_length = self.tokenizer.context_length
         self.ctx_dim = self.text.transformer.config.hidden_size
         self.embed_dim = self.text.output_dim
-        self._set_normalisation(self.model.visual.preprocess_cfg["mean"], self.model.visual.preprocess_cfg["std"])
 
-    def encode_normalized_image(self, pixel_values):
-        return self.model.encode_image(pixel_values)
+    def check_model(self):
+        from open_clip.hf_model import HFTextEncoder
 
-    def image_encoder_parameters(self):
-        return list(self.model.visual.parameters())
+        if not isinstance(getattr(self.model, "text", None), HFTextEncoder):
+            raise InputError(f"{self.name}: MODEL.BACKBONE.WEIGHTS={self.weights!r} is a {type(self.model).__name__} "
+                             "without a Hugging Face text tower; BiomedCLIP weights are an open_clip CustomTextCLIP")
 
     def tokenize(self, texts):
         input_ids = self.tokenizer(list(texts), context_length=self.context_length)
@@ -62,8 +50,3 @@ class BiomedCLIPBackbone(MedFMBackbone):
     def count_tokens(self, text):
         cleaned = self.tokenizer.clean_fn(text)
         return len(self.tokenizer.tokenizer(cleaned, add_special_tokens=False)["input_ids"])
-
-    @property
-    def logit_scale(self):
-        return self.model.logit_scale
-

@@ -10,39 +10,27 @@ import torch
 
 from configs.errors import InputError
 
-from .base import MedFMBackbone, TokenizedText
-from .loading import load_open_clip, open_clip_image_size
+from .base import TokenizedText
+from .open_clip_base import OpenClipBackboneBase
 from .registry import register_backbone
 
 
 @register_backbone("clip")
-class OpenCLIPBackbone(MedFMBackbone):
+class OpenCLIPBackbone(OpenClipBackboneBase):
     default_weights = "timm/vit_base_patch32_clip_224.openai"
 
-    @classmethod
-    def declared_image_size(cls, weights=""):
-        return open_clip_image_size(cls.name, weights or cls.default_weights)
-
     def __init__(self, weights=""):
-        import open_clip
-
-        super().__init__()
-        self.weights = weights or self.default_weights
-        self.model, self.tokenizer = load_open_clip(self.name, self.weights)
-        if not isinstance(self.model, open_clip.CLIP):
-            raise InputError(f"{self.name}: MODEL.BACKBONE.WEIGHTS={self.weights!r} is a {type(self.model).__name__}, "
-                             "not an open_clip CLIP with an OpenAI-style text tower")
-        self.image_size = self.model.visual.image_size[0]
+        super().__init__(weights)
         self.context_length = self.model.context_length
         self.ctx_dim = self.model.token_embedding.embedding_dim
         self.embed_dim = self.model.visual.output_dim
-        self._set_normalisation(self.model.visual.preprocess_cfg["mean"], self.model.visual.preprocess_cfg["std"])
 
-    def encode_normalized_image(self, pixel_values):
-        return self.model.encode_image(pixel_values)
+    def check_model(self):
+        import open_clip
 
-    def image_encoder_parameters(self):
-        return list(self.model.visual.parameters())
+        if not isinstance(self.model, open_clip.CLIP):
+            raise InputError(f"{self.name}: MODEL.BACKBONE.WEIGHTS={self.weights!r} is a {type(self.model).__name__}, "
+                             "not an open_clip CLIP with an OpenAI-style text tower")
 
     def tokenize(self, texts):
         input_ids = self.tokenizer(list(texts), context_length=self.context_length)
@@ -66,7 +54,3 @@ class OpenCLIPBackbone(MedFMBackbone):
 
     def count_tokens(self, text):
         return len(self.tokenizer.encode(text))
-
-    @property
-    def logit_scale(self):
-        return self.model.logit_scale
