@@ -66,6 +66,7 @@ class BackdoorTrainer(TrainerX):
 
     def __init__(self, cfg):
         self._created = time.time()
+        self._other_run_trigger = None  # BACKDOOR.EVAL_TRIGGER's trigger, loaded on first use
         super().__init__(cfg)
 
     # ---- hooks for subclasses -------------------------------------------------------------
@@ -161,7 +162,9 @@ class BackdoorTrainer(TrainerX):
         """The trigger applied at test time: this run's own, unless ``BACKDOOR.EVAL_TRIGGER`` names
         another run whose trigger to use (e.g. a clean model under BAPLe's learned trigger)."""
         if self.cfg.BACKDOOR.EVAL_TRIGGER:
-            return load_run_trigger(self.cfg.BACKDOOR.EVAL_TRIGGER).to(self.device)
+            if self._other_run_trigger is None:  # a finished run's trigger: read once, not per evaluation
+                self._other_run_trigger = load_run_trigger(self.cfg.BACKDOOR.EVAL_TRIGGER).to(self.device)
+            return self._other_run_trigger
         return self.trigger
 
     @torch.no_grad()
