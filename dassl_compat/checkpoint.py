@@ -94,6 +94,12 @@ def latest_epoch(save_dir):
     return int(name.rsplit("-", 1)[1])
 
 
+def latest_checkpoint(save_dir):
+    """Path of the checkpoint that ``<save_dir>/checkpoint`` names, or None."""
+    epoch = latest_epoch(save_dir)
+    return None if epoch is None else osp.join(save_dir, f"model.pth.tar-{epoch}")
+
+
 def get_rng_state():
     np_state = np.random.get_state()
     return {
@@ -172,19 +178,19 @@ class CheckpointingMixin:
             return
         for name in self.get_model_names():
             model_dir = osp.join(directory, name)
+            best = osp.join(model_dir, "model-best.pth.tar")
             if epoch is not None:
-                fname = f"model.pth.tar-{epoch}"
-            elif osp.isfile(osp.join(model_dir, "model-best.pth.tar")):
-                fname = "model-best.pth.tar"
+                path = osp.join(model_dir, f"model.pth.tar-{epoch}")
+            elif osp.isfile(best):
+                path = best
             else:
-                last = latest_epoch(model_dir)
-                if last is None:
+                path = latest_checkpoint(model_dir)
+                if path is None:
                     raise CheckpointError(f"No checkpoint of {name!r} under {model_dir}; "
                                           "point --model-dir at a finished run's output folder")
-                fname = f"model.pth.tar-{last}"
-            ckpt = load_checkpoint(osp.join(model_dir, fname))
+            ckpt = load_checkpoint(path)
             val = ckpt.get("val_result")
-            print(f"Load {osp.join(model_dir, fname)} to {name} (epoch={ckpt['epoch']}"
+            print(f"Load {path} to {name} (epoch={ckpt['epoch']}"
                   + (f", val_result={val:.1f})" if val is not None else ")"))
             self._load_state(name, ckpt["state_dict"])
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from configs.errors import InputError
 from dassl_compat import TRAINER_REGISTRY, compute_accuracy
-from dassl_compat.checkpoint import latest_epoch, load_checkpoint
+from dassl_compat.checkpoint import latest_checkpoint, load_checkpoint
 
 from .attacks import LearnableNoise, Trigger, build_patch
 from .attacks.noise import NOISE_INITS
@@ -49,12 +49,11 @@ class NoisePatchTrigger(Trigger):
 def load_context(path):
     """The context vectors of a CoOp run folder (latest checkpoint) or checkpoint file."""
     if osp.isdir(path):
-        folder = osp.join(path, "prompt_learner")
-        epoch = latest_epoch(folder)
-        if epoch is None:
+        checkpoint = latest_checkpoint(osp.join(path, "prompt_learner"))
+        if checkpoint is None:
             raise InputError(f"No prompt_learner checkpoint under {path}; TRAINER.BAPLE.INIT (--init) must be a "
                              "finished CoOp run folder or a checkpoint file")
-        path = osp.join(folder, f"model.pth.tar-{epoch}")
+        path = checkpoint
     state = load_checkpoint(path)["state_dict"]
     if "ctx" not in state:
         raise InputError(f"{path} holds no context vectors ('ctx'); --init must point at a CoOp checkpoint")

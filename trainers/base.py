@@ -288,14 +288,13 @@ def load_run_trigger(run_dir):
     """Rebuild the trigger of a finished run from its ``results.json`` config and, when the run
     learned it, its saved ``trigger`` checkpoint."""
     from dassl_compat import TRAINER_REGISTRY
-    from dassl_compat.checkpoint import latest_epoch, load_checkpoint
+    from dassl_compat.checkpoint import latest_checkpoint, load_checkpoint
 
     cfg = CfgNode(read_json(run_results_file(run_dir))["config"])
     trigger = TRAINER_REGISTRY.get(cfg.TRAINER.NAME).build_trigger(cfg, cfg.INPUT.SIZE[0])
     if trigger is None:
         raise InputError(f"The run in {run_dir} ({cfg.TRAINER.NAME}, attack none) has no trigger to evaluate with")
-    trigger_dir = osp.join(run_dir, "trigger")
-    epoch = latest_epoch(trigger_dir)
-    if epoch is not None:
-        trigger.load_state_dict(load_checkpoint(osp.join(trigger_dir, f"model.pth.tar-{epoch}"))["state_dict"])
+    checkpoint = latest_checkpoint(osp.join(run_dir, "trigger"))
+    if checkpoint is not None:
+        trigger.load_state_dict(load_checkpoint(checkpoint)["state_dict"])
     return trigger.eval()
