@@ -35,12 +35,13 @@ def atomic_write(write, fpath):
             os.remove(tmp)
 
 
-def _write_text(text):
+def atomic_write_text(text, fpath):
+    """Write ``text`` (UTF-8) to ``fpath`` atomically."""
     def write(path):
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
 
-    return write
+    atomic_write(write, fpath)
 
 
 def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True, model_name=""):
@@ -54,7 +55,7 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
     model_name = model_name or f"model.pth.tar-{state['epoch']}"
     fpath = osp.join(save_dir, model_name)
     atomic_write(lambda path: torch.save(state, path), fpath)
-    atomic_write(_write_text(model_name + "\n"), osp.join(save_dir, POINTER_FILE))
+    atomic_write_text(model_name + "\n", osp.join(save_dir, POINTER_FILE))
     if is_best:
         best = osp.join(save_dir, "model-best.pth.tar")
         atomic_write(lambda path: shutil.copyfile(fpath, path), best)

@@ -380,7 +380,7 @@ def markdown(reports):
 
 def write_tables(reports, out_dir):
     """``defences.md``, ``defences.csv`` and ``defences.png`` (BA and CA of every run) in ``out_dir``."""
-    from dassl_compat.checkpoint import atomic_write
+    from dassl_compat.checkpoint import atomic_write_text
 
     os.makedirs(out_dir, exist_ok=True)
     buffer = io.StringIO()
@@ -390,7 +390,7 @@ def write_tables(reports, out_dir):
         writer.writerows(csv_rows(name, report))
     paths = {"md": osp.join(out_dir, "defences.md"), "csv": osp.join(out_dir, "defences.csv")}
     for key, text in (("md", markdown(reports)), ("csv", buffer.getvalue())):
-        atomic_write(lambda tmp, text=text: open(tmp, "w", encoding="utf-8").write(text), paths[key])
+        atomic_write_text(text, paths[key])
     with_sweep = {name: r for name, r in reports.items() if "robustness" in r}
     if with_sweep:
         first = next(iter(with_sweep.values()))

@@ -247,14 +247,10 @@ def csv_text(cells, paper):
 
 
 def _write(text, path):
-    from dassl_compat.checkpoint import atomic_write
-
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+    from dassl_compat.checkpoint import atomic_write_text
 
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    atomic_write(write, path)
+    atomic_write_text(text, path)
 
 
 def report(root, out=None, by=(), with_paper=False):

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..checkpoint import atomic_write_text
+
 
 class _Tee:
     """Writes everything printed to the console and to a log file."""
@@ -92,12 +94,7 @@ def read_json(fpath):
 def write_json(obj, fpath):
     """Write JSON atomically: a reader sees the old file or the whole new one, never half of it."""
     mkdir_if_missing(osp.dirname(osp.abspath(fpath)))
-    tmp = f"{fpath}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=4, separators=(",", ": "))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, fpath)
+    atomic_write_text(json.dumps(obj, indent=4, separators=(",", ": ")), fpath)
 
 
 def read_image(path):
