@@ -33,7 +33,9 @@ from dataclasses import asdict, dataclass, replace
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from configs.errors import InputError  # noqa: E402
+from scripts.figures import plt, save_png  # noqa: E402
 from scripts.methods import method_name  # noqa: E402
+from scripts.report import find_runs  # noqa: E402
 
 PARTS = ("robustness", "retune", "strip", "reconstruct")
 DEFENCE_FOLDER = "defences"
@@ -62,21 +64,6 @@ class Settings:
     def quick(self):
         return replace(self, quick_strengths=True, retune_epochs=1, strip_images=8, strip_overlays=4,
                        budgets=(2.0, 8.0, 32.0), reconstruct_steps=2, reconstruct_images=8, trusted_shots=2)
-
-
-# ---- finding runs -------------------------------------------------------------------------------
-def find_runs(path):
-    """Run folders: ``path`` itself when it holds a results.json, else every run folder under it (sorted)."""
-    from scripts.report import find_results
-
-    if not osp.isdir(path):
-        raise InputError(f"{path} is not a folder; give a run folder (with results.json) or a folder of runs")
-    if osp.isfile(osp.join(path, "results.json")):
-        return [path]
-    runs = [osp.dirname(p) for p in find_results(path)]
-    if not runs:
-        raise InputError(f"No results.json under {path}; give a finished run folder or a folder of runs")
-    return runs
 
 
 
@@ -176,31 +163,11 @@ def defend_run(run_dir, settings, trigger_from="", data_root="", say=print):
 
 
 # ---- plots ----------------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path):
-    from dassl_compat.checkpoint import atomic_write
-
-    plt = _pyplot()
-    fig.tight_layout()
-    atomic_write(lambda tmp: fig.savefig(tmp, format="png", dpi=100), path)
-    plt.close(fig)
-    return path
-
-
 def _strength_label(strength):
     return "off" if strength == 0 else f"{strength:g}"
 
 
 def _grid(count, width=3.2, height=2.8):
-    plt = _pyplot()
     cols = min(count, 4)
     rows = math.ceil(count / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
@@ -218,7 +185,7 @@ def robustness_plot(report, path, curves=None):
     curves = curves or {None: report}
     names = list(report["robustness"])
     fig, axes = _grid(len(names))
-    colours = _pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, name in zip(axes, names):
         for k, (label, rep) in enumerate(curves.items()):
             sweep = rep.get("robustness", {}).get(name)
@@ -239,7 +206,7 @@ def robustness_plot(report, path, curves=None):
     axes[0].legend(fontsize=6)
     title = "CA (solid) and BA (dashed) under input purifiers"
     fig.suptitle(title if len(curves) > 1 else f"{title}: {_title(report)}", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def retune_plot(report, path):
@@ -258,7 +225,7 @@ def retune_plot(report, path):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(f"Re-tuning: {_title(report)}", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def strip_plot(report, path):
@@ -271,7 +238,7 @@ def strip_plot(report, path):
     ax.legend(fontsize=7)
     auc = "n/a (no trigger)" if s["auc"] is None else f"{s['auc']:.3f}"
     ax.set_title(f"STRIP, AUC {auc}: {_title(report)}", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def reconstruct_plot(report, path):
@@ -292,7 +259,7 @@ def reconstruct_plot(report, path):
         ax.set_xlabel("class" + ("" if target is None else " (red: the backdoor target)"))
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
     fig.suptitle(f"Trigger reconstruction: {_title(report)}", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def run_plots(report, out_dir):
@@ -378,8 +345,9 @@ def markdown(reports):
     return "\n".join(lines) + "\n"
 
 
-def write_tables(reports, out_dir):
-    """``defences.md``, ``defences.csv`` and ``defences.png`` (BA and CA of every run) in ``out_dir``."""
+def write_tables(reports, out_dir, text):
+    """``defences.md`` (``text``, the Markdown table), ``defences.csv`` and ``defences.png`` (BA and CA of
+    every run) in ``out_dir``."""
     from dassl_compat.checkpoint import atomic_write_text
 
     os.makedirs(out_dir, exist_ok=True)
@@ -389,8 +357,8 @@ def write_tables(reports, out_dir):
     for name, report in reports.items():
         writer.writerows(csv_rows(name, report))
     paths = {"md": osp.join(out_dir, "defences.md"), "csv": osp.join(out_dir, "defences.csv")}
-    for key, text in (("md", markdown(reports)), ("csv", buffer.getvalue())):
-        atomic_write_text(text, paths[key])
+    atomic_write_text(text, paths["md"])
+    atomic_write_text(buffer.getvalue(), paths["csv"])
     with_sweep = {name: r for name, r in reports.items() if "robustness" in r}
     if with_sweep:
         first = next(iter(with_sweep.values()))
@@ -453,7 +421,9 @@ def main(argv=None):
     settings = settings_from(args)
     if args.trigger_from and not osp.isfile(osp.join(args.trigger_from, "results.json")):
         raise InputError(f"--trigger-from {args.trigger_from}: no results.json there; give a finished run folder")
-    runs = find_runs(args.path)
+    if not osp.isdir(args.path):
+        raise InputError(f"{args.path} is not a folder; give a run folder (with results.json) or a folder of runs")
+    runs = find_runs([args.path])
     reports, skipped = {}, {}
     for number, run_dir in enumerate(runs, start=1):
         name = osp.relpath(run_dir, args.path) if len(runs) > 1 else osp.basename(osp.abspath(run_dir))
@@ -469,12 +439,11 @@ def main(argv=None):
             continue
         print(f"  done in {time.time() - start:.0f} s: {osp.join(run_dir, DEFENCE_FOLDER, 'defences.json')}",
               flush=True)
-    if len(runs) > 1:
-        paths = write_tables(reports, args.out or args.path)
-        print(markdown(reports))
+    text = markdown(reports)
+    paths = write_tables(reports, args.out or args.path, text) if len(runs) > 1 else None
+    print(text)
+    if paths:
         print("Tables: " + ", ".join(paths.values()))
-    else:
-        print(markdown(reports))
     for name, reason in skipped.items():
         print(f"skipped {name}: {reason}")
     return reports

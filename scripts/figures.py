@@ -32,11 +32,13 @@ from configs.errors import InputError  # noqa: E402
 from dassl_compat import DATASET_REGISTRY, build_transform, read_json  # noqa: E402
 from dassl_compat.checkpoint import atomic_write  # noqa: E402
 from scripts.methods import method_name  # noqa: E402
+from scripts.report import find_runs  # noqa: E402
 from trainers.display import delta_picture, trigger_views  # noqa: E402
 
 
-def _to_hwc(image):
-    return image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+def _to_hwc(view):
+    """A [3, H, W] picture of ``trigger_views`` (already float, in [0, 1], on the CPU) as matplotlib's HxWx3."""
+    return view.permute(1, 2, 0).numpy()
 
 
 def run_results(run_dir):
@@ -78,7 +80,9 @@ def run_trigger(run_dir, data_root=None):
     return results, trigger, trigger_views(trigger, first_test_image(run_config(results, data_root)))
 
 
-def _save(fig, path):
+def save_png(fig, path):
+    """Lay ``fig`` out, write it to ``path`` atomically (PNG, 100 dpi) and close it; returns ``path``."""
+    fig.tight_layout()
     atomic_write(lambda tmp: fig.savefig(tmp, format="png", dpi=100), path)
     plt.close(fig)
     return path
@@ -100,21 +104,7 @@ def save_trigger_picture(run_dir, path=None, data_root=None):
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     fig.suptitle(run_title(results), fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path or osp.join(run_dir, "trigger.png"))
-
-
-def find_runs(paths):
-    """Run folders: each path that holds a results.json, else every run folder under it."""
-    from scripts.report import find_results
-
-    runs = []
-    for path in paths:
-        found = [path] if osp.isfile(osp.join(path, "results.json")) else [osp.dirname(p) for p in find_results(path)]
-        if not found:
-            raise InputError(f"No results.json in or under {path}; pass run folders or a sweep root")
-        runs += found
-    return runs
+    return save_png(fig, path or osp.join(run_dir, "trigger.png"))
 
 
 def save_trigger_grid(paths, path, cols=6, data_root=None):
@@ -139,8 +129,7 @@ def save_trigger_grid(paths, path, cols=6, data_root=None):
         top.set_title(title, fontsize=7)
         bottom.imshow(_to_hwc(delta))
         bottom.set_title("δ (amplified)", fontsize=7)
-    fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 @torch.no_grad()
@@ -202,8 +191,7 @@ def save_tsne(run_dir, path=None, max_images=400, trigger_from="", data_root=Non
     ax.set_yticks([])
     trigger_note = f" (trigger of {trigger_from})" if trigger_from else ""
     ax.set_title(f"t-SNE of image features: {run_title(results)}{trigger_note}", fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path or osp.join(run_dir, "tsne.png"))
+    return save_png(fig, path or osp.join(run_dir, "tsne.png"))
 
 
 def main(argv=None):

@@ -80,6 +80,17 @@ def find_results(root):
     return found
 
 
+def find_runs(paths):
+    """Run folders: each path that holds a results.json, else every run folder under it."""
+    runs = []
+    for path in paths:
+        found = [path] if osp.isfile(osp.join(path, "results.json")) else [osp.dirname(p) for p in find_results(path)]
+        if not found:
+            raise InputError(f"No results.json in or under {path}; pass run folders or a sweep root")
+        runs += found
+    return runs
+
+
 def load_records(root, by=()):
     from dassl_compat import read_json
 
