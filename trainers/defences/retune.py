@@ -13,13 +13,12 @@ from contextlib import redirect_stdout
 
 import torch
 
-from dassl_compat import TRAINER_REGISTRY
+from dassl_compat import DATASET_REGISTRY, TRAINER_REGISTRY
 
 from ..coop import CoOp
+from ..zeroshot import DEFAULT_TEMPLATE
 from .robustness import evaluate_quietly, test_set_in_memory
 from .runs import build
-
-DEFAULT_WORDS = "a photo of a"
 
 
 def is_prompt_learning(cfg):
@@ -37,13 +36,11 @@ def backbone_digest(backbone):
 
 def init_words(cfg):
     """Words to start the context from: the run's ``CTX_INIT``, else the dataset's zero-shot prompt
-    template up to the class name, else ``a photo of a``."""
+    template up to the class name, else the default zero-shot template's (``a photo of a``)."""
     if cfg.TRAINER.COOP.CTX_INIT.strip():
         return cfg.TRAINER.COOP.CTX_INIT.strip()
-    from dassl_compat import DATASET_REGISTRY
-
     template = getattr(DATASET_REGISTRY.get(cfg.DATASET.NAME), "prompt_template", "{}")
-    return template.split("{}")[0].strip() or DEFAULT_WORDS
+    return template.split("{}")[0].strip() or DEFAULT_TEMPLATE.split("{}")[0].strip()
 
 
 def defender_cfg(cfg, run_dir, own_trigger, output_dir, shots, seed, epochs, lr=None, words=None):

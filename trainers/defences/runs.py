@@ -87,18 +87,20 @@ def trusted_images(cfg, shots, seed, log):
     cfg.DATASET.NUM_SHOTS, cfg.SEED = shots, seed
     with redirect_stdout(log):
         items = DATASET_REGISTRY.get(cfg.DATASET.NAME)(cfg).train_x
-    loader = DataLoader(ImageDataset(cfg, items, transform=build_transform(cfg, is_train=False)),
-                        batch_size=cfg.DATALOADER.TEST.BATCH_SIZE, shuffle=False, num_workers=0)
-    images, labels = zip(*((batch["img"], batch["label"]) for batch in loader))
-    return torch.cat(images), torch.cat(labels)
+    return _stacked(ImageDataset(cfg, items, transform=build_transform(cfg, is_train=False)),
+                    cfg.DATALOADER.TEST.BATCH_SIZE)
 
 
 def test_subset(trainer, count, seed):
     """(images, labels) of ``count`` test images drawn with ``seed`` (all when ``count`` >= the test set)."""
     dataset = trainer.test_loader.dataset
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count].tolist()
-    loader = DataLoader(torch.utils.data.Subset(dataset, sorted(order)),
-                        batch_size=trainer.cfg.DATALOADER.TEST.BATCH_SIZE, shuffle=False, num_workers=0)
+    return _stacked(torch.utils.data.Subset(dataset, sorted(order)), trainer.cfg.DATALOADER.TEST.BATCH_SIZE)
+
+
+def _stacked(dataset, batch_size):
+    """(images, labels) of a whole dataset of ``{"img", "label"}`` items, in order."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     images, labels = zip(*((batch["img"], batch["label"]) for batch in loader))
     return torch.cat(images), torch.cat(labels)
 
