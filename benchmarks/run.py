@@ -266,11 +266,8 @@ def overridden(obj, **attributes):
 
 def padded_prompts(step, backbone):
     def run():
-        backbone.truncate_prompts = False
-        try:
+        with overridden(backbone, truncate_prompts=False):
             step()
-        finally:
-            backbone.truncate_prompts = backbone.exact_under_truncation
     return run
 
 
@@ -335,11 +332,10 @@ def prompt_cut_check(trainer):
                 "max_abs_difference": None}
     with torch.no_grad():
         embeddings = learner()
-        backbone.truncate_prompts = False
-        padded = backbone.encode_text_embeddings(embeddings, tokens)
-        backbone.truncate_prompts = True
-        cut = backbone.encode_text_embeddings(embeddings, tokens)
-        backbone.truncate_prompts = backbone.exact_under_truncation
+        with overridden(backbone, truncate_prompts=False):
+            padded = backbone.encode_text_embeddings(embeddings, tokens)
+        with overridden(backbone, truncate_prompts=True):
+            cut = backbone.encode_text_embeddings(embeddings, tokens)
     return {"exact_under_truncation": True, "padded_length": padded_length, "cut_length": cut_length,
             "max_abs_difference": float((padded - cut).abs().max()),
             "feature_scale": float(padded.abs().max())}
