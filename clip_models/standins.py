@@ -109,6 +109,11 @@ def _write_open_clip_clip(cache_dir, repo_id, seed, full_size):
     torch.manual_seed(seed)
     model = open_clip.CLIP(**model_cfg)
 
+    return _write_open_clip_repo(cache_dir, repo_id, model_cfg, model)
+
+
+def _write_open_clip_repo(cache_dir, repo_id, model_cfg, model):
+    """A hub repo in open_clip's format: ``open_clip_config.json`` and the weights. Returns ``repo_id``."""
     def write(folder):
         _write_json(os.path.join(folder, "open_clip_config.json"),
                     {"model_cfg": model_cfg, "preprocess_cfg": _clip_preprocess()})
@@ -161,13 +166,7 @@ def _write_biomedclip(cache_dir, repo_id, seed, full_size):
     torch.manual_seed(seed)
     model = open_clip.CustomTextCLIP(**build_cfg)
 
-    def write(folder):
-        _write_json(os.path.join(folder, "open_clip_config.json"),
-                    {"model_cfg": model_cfg, "preprocess_cfg": _clip_preprocess()})
-        _save_safetensors(model, os.path.join(folder, "open_clip_model.safetensors"))
-
-    write_hub_repo(cache_dir, repo_id, write)
-    return repo_id
+    return _write_open_clip_repo(cache_dir, repo_id, model_cfg, model)
 
 
 def _write_plip(cache_dir, repo_id, seed, full_size):
