@@ -61,8 +61,6 @@ def _check_key(cfg, key):
 
 
 def _merge_file(cfg, path, what):
-    import os.path as osp
-
     if not osp.isfile(path):
         raise InputError(f"{what} {path} does not exist; pass an existing YAML file (see configs/)")
     try:
