@@ -2,11 +2,14 @@
 
     python train.py --root DATA --trainer BAPLe \
         --dataset-config-file configs/datasets/kather.yaml \
-        --config-file configs/trainers/BAPLe/plip.yaml \
+        --config-file configs/trainers/BAPLe.yaml --backbone plip \
         --output-dir output/kather/BAPLe/plip/seed1 --seed 1 BACKDOOR.TARGET_CLASS 0
 
-Config merge order: Dassl defaults -> project keys -> dataset file -> method file -> flags ->
-trailing KEY VALUE overrides. Exit codes: 0 success, 2 bad input or config (one line naming the
+Config merge order: Dassl defaults -> project keys (configs/defaults.py) -> dataset file -> method
+file (``--config-file``, one per trainer: configs/trainers/<TRAINER>.yaml) -> the method's
+per-backbone file of the chosen model, where there is one (configs/trainers/<TRAINER>/<backbone>.yaml,
+e.g. MedCLIP's learning rate; see configs/files.py) -> flags -> trailing KEY VALUE overrides. A key
+the chosen trainer does not read is refused (``trainers.validation.check_keys_read``). Exit codes: 0 success, 2 bad input or config (one line naming the
 problem and the fix), 1 internal error or interruption; the message is the last line printed.
 Bad settings are found before any model or image is loaded (``trainers.validation``). A run stopped
 at any point (Ctrl-C, SIGTERM, SIGKILL) resumes from its last checkpoint when the same command is
@@ -72,13 +75,30 @@ def _merge_file(cfg, path, what):
 
 
 def setup_cfg(args):
+    """The run's config (see the module docstring for the merge order). The per-backbone file is the
+    one of the backbone the run ends up with, whichever step names it (``--backbone``, a trailing
+    ``MODEL.BACKBONE.NAME``, or a file)."""
+    from configs.files import check_method_file, method_files
+
+    if args.config_file:
+        check_method_file(args.config_file)
+    cfg = _merged(args, [args.config_file] if args.config_file else [])
+    if args.config_file:
+        files = method_files(args.config_file, cfg.MODEL.BACKBONE.NAME)
+        if len(files) > 1:
+            cfg = _merged(args, files)
+    cfg.freeze()
+    return cfg
+
+
+def _merged(args, method_files):
     from configs.defaults import get_cfg
 
     cfg = get_cfg()
     if args.dataset_config_file:
         _merge_file(cfg, args.dataset_config_file, "Dataset config file")
-    if args.config_file:
-        _merge_file(cfg, args.config_file, "Config file")
+    for path in method_files:
+        _merge_file(cfg, path, "Config file")
 
     flags = {"DATASET.ROOT": args.root, "OUTPUT_DIR": args.output_dir, "RESUME": args.resume,
              "TRAINER.NAME": args.trainer, "MODEL.BACKBONE.NAME": args.backbone, "TRAINER.BAPLE.INIT": args.init}
@@ -97,7 +117,6 @@ def setup_cfg(args):
             cfg.merge_from_list([key, _float_for_float_key(_node(cfg, key), value)])
         except (ValueError, AssertionError) as e:
             raise InputError(f"Bad override {key} {value}: {str(e).splitlines()[0]}") from None
-    cfg.freeze()
     return cfg
 
 

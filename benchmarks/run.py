@@ -7,7 +7,7 @@ What is measured
   (``clip_models.standins.write_standins(..., full_size=True)``), written once into ``--cache`` (reused
   when present) and loaded through the project's own loading code with ``HF_HUB_OFFLINE=1``.
 - Trainers: CoOp (clean), BAPLe and FineTune (clean), built by ``build_trainer`` from the repository's
-  configs (``configs/trainers/<method>/<backbone>.yaml``) on a synthetic 2-class dataset (COVID-like
+  configs (``configs/trainers/<method>.yaml``, and the backbone's own file where there is one) on a synthetic 2-class dataset (COVID-like
   X-rays at 224 px), with ``--precision`` (default: bf16 autocast on CUDA, fp32 on the CPU).
 - A step: the trainer's own ``forward_backward`` on one fixed batch of 16 images in which exactly one
   row is poisoned (1/16 = 6.25 %, the closest a batch of 16 comes to the paper's 5 %).
@@ -188,13 +188,15 @@ def ensure_standins(cache, name, full_size):
 def build_method(method, backbone, weights, root, output_dir, device, precision, batch_size, tag="", overrides=()):
     import trainers  # noqa: F401  (registers the trainers)
     from configs.defaults import get_cfg
+    from configs.files import method_file, method_files
     from dassl_compat import build_trainer, set_random_seed
 
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", "datasets", "covid.yaml"))
-    cfg.merge_from_file(os.path.join(REPO, "configs", "trainers", method, f"{backbone}.yaml"))
+    for path in method_files(method_file(method), backbone):
+        cfg.merge_from_file(path)
     cfg.merge_from_list([
-        "TRAINER.NAME", method, "DATASET.ROOT", root, "OUTPUT_DIR", os.path.join(output_dir, method + tag), "SEED", 1,
+        "TRAINER.NAME", method, "MODEL.BACKBONE.NAME", backbone, "DATASET.ROOT", root, "OUTPUT_DIR", os.path.join(output_dir, method + tag), "SEED", 1,
         "USE_CUDA", device.type == "cuda", "VERBOSE", False, "MODEL.BACKBONE.WEIGHTS", weights,
         "DATASET.NUM_SHOTS", batch_size, "DATALOADER.TRAIN_X.BATCH_SIZE", batch_size,
         "BACKDOOR.POISON_COUNT", 1, "TRAINER.COOP.PREC", precision, "TRAINER.FINETUNE.PREC", precision,

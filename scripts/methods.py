@@ -9,7 +9,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Method:
     name: str  # the paper's row name
-    trainer: str  # TRAINER.NAME; the method file is configs/trainers/<trainer>/<backbone>.yaml
+    trainer: str  # TRAINER.NAME; the method file is configs/trainers/<trainer>.yaml
     attack: str  # the "attack" its results.json records; "none": a clean method
     overrides: tuple = ()  # KEY VALUE pairs after the method file
 

@@ -33,7 +33,7 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BACKBONE = "biomedclip"  # the demo model's architecture (open_clip CustomTextCLIP with a BERT tower)
 DATASET = "kather"
 
-# Scaled-down settings on top of the paper's config files (configs/trainers/<Method>/biomedclip.yaml).
+# Scaled-down settings on top of the paper's config files (configs/trainers/<Method>.yaml, --backbone biomedclip).
 DEMO = {"shots": 32, "epochs": 20, "train_per_class": 32, "test_per_class": 40}
 # Class-specific context (CoOp's other variant; the paper uses one shared context). The demo model's
 # features move little under an 8/255 trigger, so a shared context can carry the backdoor only by
@@ -73,7 +73,7 @@ def run_arguments(name, trainer, data_root, output_root, seed, weights, target=0
     """``train.py`` arguments of one demo run: the paper's config files, then the demo's scale-down."""
     args = ["--root", data_root, "--trainer", trainer, "--seed", str(seed),
             "--dataset-config-file", osp.join(REPO, "configs", "datasets", f"{DATASET}.yaml"),
-            "--config-file", osp.join(REPO, "configs", "trainers", trainer, f"{BACKBONE}.yaml"),
+            "--config-file", osp.join(REPO, "configs", "trainers", f"{trainer}.yaml"), "--backbone", BACKBONE,
             "--output-dir", osp.join(output_root, name), *flags,
             "MODEL.BACKBONE.WEIGHTS", weights, "BACKDOOR.TARGET_CLASS", str(target),
             "DATALOADER.NUM_WORKERS", str(workers), "VERBOSE", str(verbose)]

@@ -145,11 +145,12 @@ def plan(args):
         if not osp.isfile(osp.join(config_dir, "datasets", f"{dataset}.yaml")):
             raise InputError(f"No dataset config {osp.join(config_dir, 'datasets', dataset + '.yaml')}; "
                              f"--datasets takes names of files in {osp.join(config_dir, 'datasets')}")
-    for method, backbone in itertools.product(methods, args.backbones):
-        path = osp.join(config_dir, "trainers", method.trainer, f"{backbone}.yaml")
+    for method in methods:
+        path = osp.join(config_dir, "trainers", f"{method.trainer}.yaml")
         if not osp.isfile(path):
-            raise InputError(f"No method file {path} for {method.name} on {backbone}; --backbones takes names of "
-                             f"files in {osp.dirname(path)}")
+            raise InputError(f"No method file {path} for {method.name}; --config-dir must hold "
+                             "trainers/<TRAINER>.yaml")
+    fixed_for = _fixed_for_each_trainer(fixed, methods)
 
     counts = in_project_process(class_counts, data_root, args.datasets, config_dir) \
         if any(m.targeted for m in methods) else {}
@@ -166,8 +167,32 @@ def plan(args):
                 variant = tuple(zip((k for k, _ in axes), values))
                 for target, seed in itertools.product(targets if method.targeted else [None], seeds):
                     runs.append(_run(method, dataset, backbone, target, seed, variant, out, data_root, config_dir,
-                                     fixed, args.baple_init))
+                                     fixed_for[method.trainer], args.baple_init))
     return runs
+
+
+def _fixed_for_each_trainer(fixed, methods):
+    """{trainer: its part of the ``--set`` KEY VALUE list}: a key goes to the runs whose trainer reads it
+    (``TRAINER.COOP.N_CTX`` to CoOp and BAPLe, not to ZeroShot or FineTune, which would refuse it);
+    a key none of the sweep's methods reads is refused."""
+    trainers = sorted({m.trainer for m in methods})
+    keys = fixed[0::2]
+    reads = in_project_process(keys_read_by, trainers, keys) if keys else {}
+    for key in keys:
+        if not any(key in reads[t] for t in trainers):
+            raise InputError(f"--set {key}: none of the sweep's trainers ({', '.join(trainers)}) reads it; remove "
+                             "it or add a method that uses it")
+    return {t: [item for key, value in zip(fixed[0::2], fixed[1::2]) if key in reads.get(t, ())
+                for item in (key, value)] for t in trainers}
+
+
+def keys_read_by(trainer_names, keys):
+    """{trainer: the ``keys`` it reads} (run in the project's process)."""
+    import trainers  # noqa: F401  (registers the trainers)
+    from dassl_compat import TRAINER_REGISTRY
+    from trainers.validation import reads_key
+
+    return {t: [k for k in keys if reads_key(TRAINER_REGISTRY.get(t), k)] for t in trainer_names}
 
 
 def _target(text, num_classes, dataset):
@@ -189,7 +214,7 @@ def _run(method, dataset, backbone, target, seed, variant, out, data_root, confi
         needs = _folder(out, "Clean_PL", dataset, backbone, variant, None, seed)
     argv = ["--root", data_root, "--trainer", method.trainer, "--backbone", backbone, "--seed", str(seed),
             "--dataset-config-file", osp.join(config_dir, "datasets", f"{dataset}.yaml"),
-            "--config-file", osp.join(config_dir, "trainers", method.trainer, f"{backbone}.yaml"),
+            "--config-file", osp.join(config_dir, "trainers", f"{method.trainer}.yaml"),
             "--output-dir", folder, *(["--init", needs] if needs else []), *method.overrides,
             *(["BACKDOOR.TARGET_CLASS", str(target)] if target is not None else []),
             *(item for kv in variant for item in kv), *fixed]
@@ -204,8 +229,14 @@ def check_configs(argvs):
     import datasets  # noqa: F401  (registers the datasets)
     import trainers  # noqa: F401  (registers the trainers)
 
+    from clip_models import backbone_class
+    from trainers.validation import check_keys_read
+
     for argv in argvs:
-        train.check_names(train.setup_cfg(train.build_parser().parse_args(argv)))
+        cfg = train.setup_cfg(train.build_parser().parse_args(argv))
+        train.check_names(cfg)
+        backbone_class(cfg.MODEL.BACKBONE.NAME)
+        check_keys_read(cfg)
 
 
 def configs_to_check(runs):
@@ -507,7 +538,7 @@ def build_parser():
     p.add_argument("--vary", nargs="+", action="extend", default=[], metavar="KEY=V1,V2",
                    help="config values to sweep over, one folder level per key")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="config values for every run")
+                   help="config values for every run whose trainer reads them")
     p.add_argument("--baple-init", choices=("clean-pl", "random"), default="clean-pl",
                    help="BAPLe's context: from the matching Clean_PL run (default, the paper's) or random")
     p.add_argument("--config-dir", default=CONFIGS, help="folder with datasets/ and trainers/ config files")

@@ -4,6 +4,7 @@ import os
 import datasets  # noqa: F401  (registers the datasets)
 import trainers  # noqa: F401  (registers the trainers)
 from configs.defaults import get_cfg
+from configs.files import method_file, method_files
 from dassl_compat import build_trainer, set_random_seed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -13,16 +14,15 @@ def run_cfg(trainer, root, output_dir, weights, backbone="biomedclip", dataset="
     """The repository's dataset and method config files, scaled down to seconds on a CPU."""
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", "datasets", f"{dataset}.yaml"))
-    method_file = os.path.join(REPO, "configs", "trainers", trainer, f"{backbone}.yaml")
-    if os.path.isfile(method_file):
-        cfg.merge_from_file(method_file)
+    if os.path.isfile(method_file(trainer)):
+        for path in method_files(method_file(trainer), backbone):
+            cfg.merge_from_file(path)
     cfg.merge_from_list([
         "TRAINER.NAME", trainer, "DATASET.ROOT", root, "OUTPUT_DIR", str(output_dir), "SEED", 1,
         "USE_CUDA", False, "VERBOSE", False, "MODEL.BACKBONE.NAME", backbone, "MODEL.BACKBONE.WEIGHTS", weights,
         "DATASET.NUM_SHOTS", 8, "OPTIM.MAX_EPOCH", 2, "DATALOADER.NUM_WORKERS", 0,
         "DATALOADER.TRAIN_X.BATCH_SIZE", 8, "DATALOADER.TEST.BATCH_SIZE", 20, "TRAIN.PRINT_FREQ", 100,
-        "TRAINER.COOP.N_CTX", 4,
-    ] + [item for kv in overrides.items() for item in kv])
+    ] + (["TRAINER.COOP.N_CTX", 4] if trainer in ("CoOp", "BAPLe") else []) + [item for kv in overrides.items() for item in kv])
     return cfg
 
 

@@ -9,6 +9,7 @@ import torch
 import datasets  # noqa: F401  (registers the datasets)
 import trainers  # noqa: F401  (registers the trainers)
 from configs.defaults import get_cfg
+from configs.files import method_file, method_files
 from dassl_compat import build_trainer, load_checkpoint, set_random_seed
 from datasets.synthetic import generate
 
@@ -25,9 +26,10 @@ def data_root(tmp_path_factory):
 
 def make_cfg(trainer, attack, data_root, standins, output_dir, backbone="clip"):
     cfg = get_cfg()
-    cfg.merge_from_file(os.path.join("configs", "trainers", trainer, f"{backbone}.yaml"))
+    for path in method_files(method_file(trainer), backbone):
+        cfg.merge_from_file(path)
     cfg.merge_from_list([
-        "TRAINER.NAME", trainer, "DATASET.NAME", "Covid", "DATASET.ROOT", data_root,
+        "TRAINER.NAME", trainer, "MODEL.BACKBONE.NAME", backbone, "DATASET.NAME", "Covid", "DATASET.ROOT", data_root,
         "DATASET.NUM_SHOTS", SHOTS, "MODEL.BACKBONE.WEIGHTS", standins[backbone], "OUTPUT_DIR", output_dir,
         "SEED", 1, "VERBOSE", False, "USE_CUDA", False,
         "DATALOADER.NUM_WORKERS", 0, "DATALOADER.TRAIN_X.BATCH_SIZE", 8, "DATALOADER.TEST.BATCH_SIZE", 8,

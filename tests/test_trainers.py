@@ -114,7 +114,8 @@ def test_backdoor_metrics_on_a_hand_checked_case():
 def test_eval_only_reproduces_results(standins, synthetic_root, tmp_path):
     common = ["--root", synthetic_root, "--trainer", "BAPLe", "--seed", "1",
               "--dataset-config-file", os.path.join(REPO, "configs/datasets/covid.yaml"),
-              "--config-file", os.path.join(REPO, "configs/trainers/BAPLe/biomedclip.yaml")]
+              "--config-file", os.path.join(REPO, "configs/trainers/BAPLe.yaml"),
+              "--backbone", "biomedclip"]
     opts = ["MODEL.BACKBONE.WEIGHTS", standins["biomedclip"], "USE_CUDA", "False", "VERBOSE", "False",
             "DATASET.NUM_SHOTS", "8", "OPTIM.MAX_EPOCH", "2", "DATALOADER.NUM_WORKERS", "0",
             "DATALOADER.TRAIN_X.BATCH_SIZE", "8", "TRAINER.COOP.N_CTX", "4", "BACKDOOR.POISON_COUNT", "2"]
@@ -174,7 +175,8 @@ def test_baple_runs_through_real_dassl(standins, synthetic_root, tmp_path):
     env = dict(os.environ, BAPLE_ENGINE="dassl")
     result = subprocess.run(
         [sys.executable, "train.py", "--root", synthetic_root, "--trainer", "BAPLe", "--seed", "1",
-         "--dataset-config-file", "configs/datasets/covid.yaml", "--config-file", "configs/trainers/BAPLe/biomedclip.yaml",
+         "--dataset-config-file", "configs/datasets/covid.yaml", "--config-file", "configs/trainers/BAPLe.yaml",
+         "--backbone", "biomedclip",
          "--output-dir", str(tmp_path), "MODEL.BACKBONE.WEIGHTS", standins["biomedclip"], "USE_CUDA", "False",
          "DATASET.NUM_SHOTS", "8", "OPTIM.MAX_EPOCH", "2", "DATALOADER.NUM_WORKERS", "0",
          "DATALOADER.TRAIN_X.BATCH_SIZE", "8", "TRAINER.COOP.N_CTX", "4"],

@@ -27,6 +27,7 @@ from dassl_compat.checkpoint import latest_checkpoint, load_checkpoint
 
 from .attacks import LearnableNoise, Trigger, build_patch
 from .attacks.noise import NOISE_INITS
+from .base import EVAL_KEYS, POISON_KEYS
 from .coop import CoOp, split_losses
 
 ORDERS = ("noise_then_patch", "patch_then_noise")
@@ -63,6 +64,12 @@ def load_context(path):
 @TRAINER_REGISTRY.register()
 class BAPLe(CoOp):
     """CoOp plus a learnable noise-and-patch trigger on an exactly poisoned few-shot set."""
+
+    # Its own trigger, not BACKDOOR.ATTACK's.
+    TRIGGER_KEYS = tuple(f"BACKDOOR.{key}" for key in (
+        "NOISE_EPS", "NOISE_STEP", "NOISE_INIT", "NOISE_GRAD", "ORDER", "PATCH_TYPE", "PATCH_TEXT", "PATCH_IMAGE",
+        "POSITION", "TRIGGER_SIZE"))
+    CFG_KEYS = EVAL_KEYS + POISON_KEYS + TRIGGER_KEYS + CoOp.PROMPT_KEYS + ("TRAINER.BAPLE",)
 
     @classmethod
     def check_cfg(cls, cfg):

@@ -33,6 +33,12 @@ from .poisoning import PoisonPlan, check_target_class, plan_from_cfg
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
+# Groups of the keys under BACKDOOR and TRAINER.<node> that trainers read (a key or a node's prefix), for
+# ``BackdoorTrainer.CFG_KEYS``. Reading BACKDOOR.ATTACK means reading the attacks' own nodes too
+# (BACKDOOR.<ATTACK>, see trainers/attacks).
+EVAL_KEYS = ("BACKDOOR.TARGET_CLASS", "BACKDOOR.EVAL_TRIGGER")
+POISON_KEYS = ("BACKDOOR.POISON_PERCENTAGE", "BACKDOOR.POISON_COUNT", "BACKDOOR.POISON_NON_TARGET_ONLY")
+
 
 class CLIPClassifier(nn.Module):
     """A CLIP-style classifier over a backbone; subclasses provide ``class_embeddings``."""
@@ -63,6 +69,10 @@ def freeze(module):
 
 class BackdoorTrainer(TrainerX):
     """Base of the project's trainers (see the module docstring)."""
+
+    # The keys under BACKDOOR and TRAINER.<node> this trainer reads: one set away from its default that
+    # it does not read is refused before anything is built (``trainers.validation.check_keys_read``).
+    CFG_KEYS = EVAL_KEYS
 
     def __init__(self, cfg):
         self._created = time.time()

@@ -11,7 +11,8 @@ from clip_models.base import TokenizedText
 from configs.errors import InputError
 from dassl_compat import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer, compute_accuracy
 
-from .base import PRECISIONS, BackdoorTrainer, CLIPClassifier, freeze
+from .attacks import ATTACK_KEYS
+from .base import EVAL_KEYS, POISON_KEYS, PRECISIONS, BackdoorTrainer, CLIPClassifier, freeze
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 BACKBONE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -104,6 +105,9 @@ def split_losses(logits, labels, poisoned):
 @TRAINER_REGISTRY.register()
 class CoOp(BackdoorTrainer):
     """Context optimisation on a frozen backbone, optionally on a poisoned few-shot set."""
+
+    PROMPT_KEYS = ("TRAINER.COOP",)
+    CFG_KEYS = EVAL_KEYS + POISON_KEYS + ATTACK_KEYS + PROMPT_KEYS
 
     @classmethod
     def check_cfg(cls, cfg):

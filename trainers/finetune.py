@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from configs.errors import InputError
 from dassl_compat import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer, compute_accuracy
 
-from .base import PRECISIONS, BackdoorTrainer, CLIPClassifier, freeze
+from .attacks import ATTACK_KEYS
+from .base import EVAL_KEYS, POISON_KEYS, PRECISIONS, BackdoorTrainer, CLIPClassifier, freeze
 from .coop import split_losses
 from .zeroshot import DEFAULT_TEMPLATE
 
@@ -32,6 +33,8 @@ class FineTunedCLIP(CLIPClassifier):
 @TRAINER_REGISTRY.register()
 class FineTune(BackdoorTrainer):
     """Full fine-tuning of the image encoder on the (optionally poisoned) few-shot set."""
+
+    CFG_KEYS = EVAL_KEYS + POISON_KEYS + ATTACK_KEYS + ("TRAINER.FINETUNE",)
 
     @classmethod
     def check_cfg(cls, cfg):

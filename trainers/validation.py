@@ -14,13 +14,20 @@ metadata are read:
   of classes for ``BACKDOOR.TARGET_CLASS``, images per class for ``DATASET.NUM_SHOTS``, and the
   training set size for the number of poisoned samples.
 
+Before these, ``check_keys_read``: a key under ``BACKDOOR`` or ``TRAINER.<node>`` set away from its
+default that the chosen trainer does not read (its ``CFG_KEYS``), e.g. ``BACKDOOR.ATTACK`` with BAPLe
+(whose trigger is its own) or ``TRAINER.FINETUNE.*`` with CoOp, is refused rather than ignored.
+
 Each check is the function the trainer calls again while it builds, so a library user who calls
 ``build_trainer`` directly gets the same one-line errors, only later.
 """
 from clip_models import backbone_class
+from configs.defaults import get_cfg
+from configs.errors import InputError
 from dassl_compat import DATASET_REGISTRY, TRAINER_REGISTRY
 from datasets.folder import FolderDataset
 
+from .attacks import available_attacks
 from .base import BackdoorTrainer, check_input_size
 from .poisoning import check_target_class, plan_from_cfg
 
@@ -31,6 +38,7 @@ def validate_cfg(cfg):
     trainer = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
     if not issubclass(trainer, BackdoorTrainer):  # another engine's trainer checks itself when built
         return
+    check_keys_read(cfg)
     trainer.check_cfg(cfg)
     backbone = backbone_class(cfg.MODEL.BACKBONE.NAME)
     check_input_size(cfg, backbone.name, backbone.declared_image_size(cfg.MODEL.BACKBONE.WEIGHTS))
@@ -44,3 +52,82 @@ def validate_cfg(cfg):
     if trigger is not None:
         labels = [label for label, size in enumerate(sizes.values()) for _ in range(size)]
         plan_from_cfg(cfg, labels, trigger.cross_ratio)
+
+
+def keys_read(trainer):
+    """The key prefixes ``trainer`` reads under BACKDOOR and TRAINER.<node>: its ``CFG_KEYS``, and with
+    BACKDOOR.ATTACK every registered attack's own node."""
+    keys = set(trainer.CFG_KEYS)
+    if "BACKDOOR.ATTACK" in keys:
+        keys.update(f"BACKDOOR.{name.upper()}" for name in available_attacks() if name != "none")
+    return keys
+
+
+def reads_key(trainer, key):
+    """Whether ``trainer`` (a trainer class) reads ``key``; keys outside BACKDOOR and TRAINER.<node>
+    (Dassl's, e.g. OPTIM.LR) are read by every trainer as far as this check goes."""
+    if not (key.startswith("BACKDOOR.") or (key.startswith("TRAINER.") and key.count(".") >= 2)):
+        return True
+    return not issubclass(trainer, BackdoorTrainer) or any(key == k or key.startswith(k + ".")
+                                                           for k in keys_read(trainer))
+
+
+def unread_keys(cfg, trainer):
+    """{key: value} of the keys under BACKDOOR and TRAINER.<node> that ``cfg`` sets away from their
+    defaults and ``trainer`` does not read (keys the defaults lack, from another engine, are skipped)."""
+    defaults = get_cfg()
+    unread = {}
+    for key, value in _leaves(cfg):
+        if reads_key(trainer, key):
+            continue
+        default = _leaf(defaults, key)
+        if default is not _MISSING and value != default:
+            unread[key] = value
+    return unread
+
+
+def check_keys_read(cfg):
+    """One-line error for the first key the config's trainer would ignore (see ``unread_keys``)."""
+    name = cfg.TRAINER.NAME
+    trainer = TRAINER_REGISTRY.get(name)
+    if not issubclass(trainer, BackdoorTrainer):
+        return
+    for key, value in unread_keys(cfg, trainer).items():
+        readers = [other for other in sorted(TRAINER_REGISTRY.registered_names())
+                   if issubclass(TRAINER_REGISTRY.get(other), BackdoorTrainer)
+                   and reads_key(TRAINER_REGISTRY.get(other), key)]
+        by = f"; it is read by {', '.join(readers)}" if readers else ""
+        raise InputError(f"{key} {value!r} is set but trainer {name} does not read it: remove it from the config "
+                         f"file or overrides{by}")
+
+
+def reset_unread_keys(cfg, trainer):
+    """``cfg`` (changed in place, not frozen) with the keys ``trainer`` does not read back at their
+    defaults: a run's config re-used for another trainer (a defence's CoOp tuning of a BAPLe run)."""
+    defaults = get_cfg()
+    for key in unread_keys(cfg, trainer):
+        *parents, leaf = key.split(".")
+        node = cfg
+        for part in parents:
+            node = node[part]
+        node[leaf] = _leaf(defaults, key)
+    return cfg
+
+
+_MISSING = object()
+
+
+def _leaves(node, prefix=""):
+    for key, value in node.items():
+        if hasattr(value, "items"):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _leaf(node, key):
+    for part in key.split("."):
+        if not hasattr(node, "keys") or part not in node:
+            return _MISSING
+        node = node[part]
+    return node

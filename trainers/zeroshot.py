@@ -4,7 +4,8 @@ import torch.nn.functional as F
 
 from dassl_compat import TRAINER_REGISTRY
 
-from .base import BackdoorTrainer, CLIPClassifier, freeze
+from .attacks import ATTACK_KEYS
+from .base import EVAL_KEYS, BackdoorTrainer, CLIPClassifier, freeze
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 
@@ -22,6 +23,8 @@ class ZeroShotCLIP(CLIPClassifier):
 @TRAINER_REGISTRY.register()
 class ZeroShot(BackdoorTrainer):
     """No training: prompts are ``dataset.prompt_template`` filled with each class name."""
+
+    CFG_KEYS = EVAL_KEYS + ATTACK_KEYS  # an attack's trigger is evaluated; nothing is poisoned
 
     def build_model(self):
         backbone = freeze(self.build_backbone())

@@ -31,10 +31,10 @@ DOC = osp.join(REPO, "docs", "ERRORS.md")
 TABLE_START, TABLE_END = "<!-- bad-input table: start -->", "<!-- bad-input table: end -->"
 
 COMMON_FLAGS = ("--root", "{root}", "--trainer", "BAPLe", "--dataset-config-file", "configs/datasets/covid.yaml",
-                "--config-file", "configs/trainers/BAPLe/clip.yaml", "--output-dir", "{tmp}/out", "--seed", "1")
+                "--config-file", "configs/trainers/BAPLe.yaml", "--backbone", "clip", "--output-dir", "{tmp}/out", "--seed", "1")
 COMMON_OPTS = ("DATASET.NUM_SHOTS", "8", "OPTIM.MAX_EPOCH", "1", "DATALOADER.NUM_WORKERS", "0",
                "DATALOADER.TEST.BATCH_SIZE", "20", "USE_CUDA", "False", "VERBOSE", "False")
-COOP = ("--trainer", "CoOp", "--config-file", "configs/trainers/CoOp/clip.yaml")
+COOP = ("--trainer", "CoOp", "--config-file", "configs/trainers/CoOp.yaml")
 
 # Where a case is found: before any model or image is loaded; while the dataset is read (no model
 # yet); while or after the model is built.
@@ -302,7 +302,7 @@ CASES = [
          opts=("MODEL.BACKBONE.WEIGHTS", "nobody/not-downloaded")),
     Case("medclip-weights-missing", "MedCLIP weights folder missing",
          "medclip: weights not found: <tmp>/medclip-vit; download",
-         flags=("--config-file", "configs/trainers/BAPLe/medclip.yaml"),
+         flags=("--backbone", "medclip"),
          opts=("MODEL.BACKBONE.WEIGHTS", "{tmp}/medclip-vit")),
     Case("weights-path-mistyped", "mistyped local weights path", "'./weights/clip/typo': no such file or folder",
          opts=("MODEL.BACKBONE.WEIGHTS", "./weights/clip/typo")),
@@ -317,8 +317,20 @@ CASES = [
          opts=("OPTIM.MAX_EPOCH", "ten")),
     Case("overrides-odd", "override without a value", "Overrides must be KEY VALUE pairs", opts=("OPTIM.LR",)),
     Case("config-file-missing", "method config file missing",
-         "Config file configs/trainers/BAPLe/nope.yaml does not exist",
-         flags=("--config-file", "configs/trainers/BAPLe/nope.yaml")),
+         "Config file configs/trainers/Nope.yaml does not exist",
+         flags=("--config-file", "configs/trainers/Nope.yaml")),
+    Case("config-file-per-backbone", "a per-backbone file (or the old layout's path) as the method file",
+         "Config file configs/trainers/BAPLe/plip.yaml is not a method file: use --config-file "
+         "configs/trainers/BAPLe.yaml --backbone plip",
+         flags=("--config-file", "configs/trainers/BAPLe/plip.yaml")),
+    Case("key-not-read-attack-with-baple", "BACKDOOR.ATTACK with BAPLe (its trigger is its own)",
+         "BACKDOOR.ATTACK 'badnets' is set but trainer BAPLe does not read it", opts=("BACKDOOR.ATTACK", "badnets")),
+    Case("key-not-read-baple-init-with-coop", "a BAPLe key with CoOp",
+         "TRAINER.BAPLE.INIT '<tmp>' is set but trainer CoOp does not read it", flags=COOP,
+         opts=("TRAINER.BAPLE.INIT", "{tmp}")),
+    Case("key-not-read-finetune-with-coop", "a FineTune key with CoOp",
+         "TRAINER.FINETUNE.PREC 'bf16' is set but trainer CoOp does not read it", flags=COOP,
+         opts=("TRAINER.FINETUNE.PREC", "bf16")),
     Case("seed-not-a-number", "seed that is not a number", "argument --seed: invalid int value: 'one'",
          flags=("--seed", "one")),
     Case("output-dir-not-writable", "output folder that cannot be created",

@@ -71,7 +71,7 @@ def test_skip_policy_leaves_bad_files_out_counts_them_and_finishes(standins, syn
     out = tmp_path / "run"
     code = train.run(["--root", ctx.root, "--trainer", "ZeroShot",
                       "--dataset-config-file", os.path.join(REPO, "configs/datasets/covid.yaml"),
-                      "--config-file", os.path.join(REPO, "configs/trainers/ZeroShot/clip.yaml"),
+                      "--config-file", os.path.join(REPO, "configs/trainers/ZeroShot.yaml"), "--backbone", "clip",
                       "--output-dir", str(out), "DATASET.BAD_FILES", "skip", "DATALOADER.NUM_WORKERS", "0",
                       "USE_CUDA", "False"])
     assert code == 0, capsys.readouterr().out[-2000:]

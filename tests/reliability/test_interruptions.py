@@ -33,7 +33,7 @@ STOPS = [
 def command(root, weights, output_dir):
     return ["--root", root, "--trainer", "BAPLe", "--dataset-config-file",
             os.path.join(REPO, "configs/datasets/covid.yaml"), "--config-file",
-            os.path.join(REPO, "configs/trainers/BAPLe/clip.yaml"), "--output-dir", str(output_dir), "--seed", "1",
+            os.path.join(REPO, "configs/trainers/BAPLe.yaml"), "--backbone", "clip", "--output-dir", str(output_dir), "--seed", "1",
             "MODEL.BACKBONE.WEIGHTS", weights, "DATASET.NUM_SHOTS", "4", "BACKDOOR.POISON_COUNT", "2",
             "OPTIM.MAX_EPOCH", str(EPOCHS), "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
             "DATALOADER.TEST.BATCH_SIZE", "20", "TRAINER.COOP.N_CTX", "4", "USE_CUDA", "False", "VERBOSE", "False"]

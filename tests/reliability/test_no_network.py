@@ -29,7 +29,7 @@ def test_a_whole_offline_run_opens_no_connection(standins, synthetic_root, tmp_p
     net_log, out = tmp_path / "net.log", tmp_path / "run"
     command = [sys.executable, "train.py", "--root", synthetic_root, "--trainer", "BAPLe",
                "--dataset-config-file", "configs/datasets/covid.yaml",
-               "--config-file", "configs/trainers/BAPLe/biomedclip.yaml", "--output-dir", str(out), "--seed", "1",
+               "--config-file", "configs/trainers/BAPLe.yaml", "--backbone", "biomedclip", "--output-dir", str(out), "--seed", "1",
                "DATASET.NUM_SHOTS", "2", "BACKDOOR.POISON_COUNT", "1", "OPTIM.MAX_EPOCH", "1",
                "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "20", "TRAINER.COOP.N_CTX", "4",
                "USE_CUDA", "False"]

@@ -9,6 +9,10 @@ from .noise import LearnableNoise
 from .patch import PatchTrigger, build_badnets, build_patch
 from .wanet import WarpTrigger, build_wanet
 
+# The key a trainer reads to use these attacks; with it, it reads the chosen attack's own node,
+# BACKDOOR.<NAME> (upper case), e.g. BACKDOOR.WANET (see trainers/validation.py).
+ATTACK_KEYS = ("BACKDOOR.ATTACK",)
+
 _BUILDERS = {}
 
 
@@ -41,5 +45,5 @@ register_attack("badnets")(build_badnets)
 register_attack("wanet")(build_wanet)
 register_attack("fiba")(build_fiba)
 
-__all__ = ["POSITIONS", "FrequencyTrigger", "LearnableNoise", "PatchTrigger", "Trigger", "WarpTrigger",
+__all__ = ["ATTACK_KEYS", "POSITIONS", "FrequencyTrigger", "LearnableNoise", "PatchTrigger", "Trigger", "WarpTrigger",
            "available_attacks", "build_attack", "build_patch", "register_attack"]

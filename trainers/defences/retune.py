@@ -16,6 +16,7 @@ import torch
 from dassl_compat import DATASET_REGISTRY, TRAINER_REGISTRY
 
 from ..coop import CoOp
+from ..validation import reset_unread_keys
 from ..zeroshot import DEFAULT_TEMPLATE
 from .robustness import evaluate_quietly, test_set_in_memory
 from .runs import build
@@ -53,7 +54,7 @@ def defender_cfg(cfg, run_dir, own_trigger, output_dir, shots, seed, epochs, lr=
         out.BACKDOOR.EVAL_TRIGGER = run_dir  # rebuilt from the run's config and saved trigger
     out.TRAINER.NAME = "CoOp"
     out.BACKDOOR.ATTACK = "none"
-    out.TRAINER.BAPLE.INIT = ""
+    reset_unread_keys(out, CoOp)  # e.g. a BAPLe run's own trigger keys and TRAINER.BAPLE.INIT
     if words is not None:
         out.TRAINER.COOP.CTX_INIT = words
     out.DATASET.NUM_SHOTS, out.SEED = shots, seed
