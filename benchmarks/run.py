@@ -39,7 +39,6 @@ import threading
 import time
 import warnings
 
-BACKBONE_CHOICES = ("quiltnet", "biomedclip", "clip", "plip", "medclip")
 PRECISION_CHOICES = ("fp32", "bf16", "fp16")
 # Optimisations measured on request, each on a BAPLe trainer of its own: a step and an evaluation pass.
 EXTRAS = {
@@ -59,7 +58,9 @@ MAX_EVAL_THROUGHPUT_LOSS = 1.2
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbones", nargs="+", choices=BACKBONE_CHOICES, default=["quiltnet", "biomedclip"])
+    # Checked against the registered backbones (backbone_choices) once the hub settings are made.
+    parser.add_argument("--backbones", nargs="+", default=["quiltnet", "biomedclip"],
+                        help="registered backbones (clip_models: clip, medclip, biomedclip, plip, quiltnet, ...)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: cuda when available, else cpu")
     parser.add_argument("--precision", choices=PRECISION_CHOICES,
@@ -491,6 +492,14 @@ def environment(device, precision):
     return info
 
 
+def backbone_choices():
+    """The backbones ``--backbones`` takes: every registered one. Importing ``clip_models`` imports the hub
+    libraries, so this runs after ``main`` has set their environment."""
+    from clip_models import available_backbones
+
+    return available_backbones()
+
+
 def main(argv=None):
     args = parse_args(argv)
     # The hub libraries read these when imported: set them before anything imports transformers or open_clip.
@@ -506,6 +515,9 @@ def main(argv=None):
     warnings.filterwarnings("ignore", message="This DataLoader will create")
     from datasets.synthetic import generate
 
+    unknown = [name for name in args.backbones if name not in backbone_choices()]
+    if unknown:
+        raise InputError(f"--backbones {unknown[0]}: not a backbone; choose from {', '.join(backbone_choices())}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is available here; use --device cpu (or auto)")
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())

@@ -5,7 +5,7 @@ cfg.MODEL.BACKBONE.WEIGHTS)`` then returns one.
 """
 from . import biomedclip, clip, medclip, plip, quiltnet  # noqa: F401  (each registers its backbone)
 from .base import MedFMBackbone, TokenizedText
-from .registry import available_backbones, backbone_class, build_backbone, register_backbone
+from .registry import BACKBONE_REGISTRY, available_backbones, backbone_class, build_backbone, register_backbone
 
-__all__ = ["MedFMBackbone", "TokenizedText", "available_backbones", "backbone_class", "build_backbone",
-           "register_backbone"]
+__all__ = ["BACKBONE_REGISTRY", "MedFMBackbone", "TokenizedText", "available_backbones", "backbone_class",
+           "build_backbone", "register_backbone"]

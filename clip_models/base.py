@@ -39,8 +39,10 @@ class TokenizedText:
 class MedFMBackbone(nn.Module):
     """A frozen-able CLIP-style model: image tower, text tower, projections and logit scale."""
 
-    name = ""
+    name = ""  # set by @register_backbone
     placeholder = "X"
+    label = ""  # how tables name the model (e.g. "BiomedCLIP"); "" = its name
+    report_order = 100  # the paper's column order in reports (MedCLIP 0 ... CLIP 4); later models after, by name
 
     # Set by each model in __init__.
     image_size: int
@@ -53,6 +55,19 @@ class MedFMBackbone(nn.Module):
     # True when running the text tower on prompts cut to their longest real length gives the same
     # features as on the padded context (causal towers pooled at the end token; BERT with a mask).
     exact_under_truncation = True
+
+    @classmethod
+    def write_standin(cls, cache_dir, full_size=False):
+        """Write a randomly initialised stand-in of this model (tiny, or at the real size) where its
+        loading code looks under the hub cache ``cache_dir``, with the helpers of
+        ``clip_models.standins``; return its ``MODEL.BACKBONE.WEIGHTS`` value. Every model has one:
+        the tests and benchmarks run on them."""
+        raise NotImplementedError(f"{cls.__name__} has no stand-in writer (write_standin)")
+
+    def library_text_features(self, texts):
+        """[N, embed_dim] features of plain sentences through the model library's own tokenizer and
+        text forward: the reference a prompt spliced from the same words must reproduce (tests)."""
+        raise NotImplementedError
 
     @classmethod
     def declared_image_size(cls, weights=""):

@@ -19,6 +19,13 @@ from .registry import register_backbone
 @register_backbone("biomedclip")
 class BiomedCLIPBackbone(OpenClipBackboneBase):
     default_weights = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+    label, report_order = "BiomedCLIP", 1
+
+    @classmethod
+    def write_standin(cls, cache_dir, full_size=False):
+        from .standins import write_biomedclip
+
+        return write_biomedclip(cache_dir, cls.default_weights, seed=3, full_size=full_size)
 
     def __init__(self, weights=""):
         super().__init__(weights)

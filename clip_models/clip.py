@@ -18,6 +18,14 @@ from .registry import register_backbone
 @register_backbone("clip")
 class OpenCLIPBackbone(OpenClipBackboneBase):
     default_weights = "timm/vit_base_patch32_clip_224.openai"
+    label, report_order = "CLIP", 4
+    standin_seed = 1
+
+    @classmethod
+    def write_standin(cls, cache_dir, full_size=False):
+        from .standins import write_open_clip_clip
+
+        return write_open_clip_clip(cache_dir, cls.default_weights, seed=cls.standin_seed, full_size=full_size)
 
     def __init__(self, weights=""):
         super().__init__(weights)

@@ -133,6 +133,13 @@ def checkpoint_file(weights):
 class MedCLIPBackbone(MedFMBackbone):
     default_weights = "pretrained/medclip-vit"
     exact_under_truncation = False
+    label, report_order = "MedCLIP", 0
+
+    @classmethod
+    def write_standin(cls, cache_dir, full_size=False):
+        from .standins import write_medclip
+
+        return write_medclip(cache_dir, seed=5, full_size=full_size)
 
     @classmethod
     def resolve_weights(cls, weights=""):
@@ -186,6 +193,10 @@ class MedCLIPBackbone(MedFMBackbone):
         encoded = self.tokenizer(list(texts), padding="max_length", max_length=self.context_length, truncation=True,
                                  return_tensors="pt")
         return TokenizedText(encoded["input_ids"], encoded["attention_mask"])
+
+    def library_text_features(self, texts):
+        tokens = self.tokenize(texts)
+        return self.model.text_model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask)
 
     def token_embedding(self, input_ids):
         return self.model.text_model.model.embeddings.word_embeddings(input_ids)

@@ -28,6 +28,9 @@ class OpenClipBackboneBase(MedFMBackbone):
     def encode_normalized_image(self, pixel_values):
         return self.model.encode_image(pixel_values)
 
+    def library_text_features(self, texts):
+        return self.model.encode_text(self.tokenizer(list(texts)))
+
     def image_encoder_parameters(self):
         return list(self.model.visual.parameters())
 

@@ -14,6 +14,13 @@ from .registry import register_backbone
 @register_backbone("plip")
 class PLIPBackbone(MedFMBackbone):
     default_weights = "vinid/plip"
+    label, report_order = "PLIP", 2
+
+    @classmethod
+    def write_standin(cls, cache_dir, full_size=False):
+        from .standins import write_plip
+
+        return write_plip(cache_dir, cls.default_weights, seed=4, full_size=full_size)
 
     @classmethod
     def _config_file(cls, weights):
@@ -49,6 +56,11 @@ class PLIPBackbone(MedFMBackbone):
 
     def encode_normalized_image(self, pixel_values):
         return self.model.get_image_features(pixel_values=pixel_values).pooler_output
+
+    def library_text_features(self, texts):
+        tokens = self.tokenize(texts)
+        return self.model.get_text_features(input_ids=tokens.input_ids,
+                                            attention_mask=tokens.attention_mask).pooler_output
 
     def image_encoder_parameters(self):
         return list(self.model.vision_model.parameters()) + list(self.model.visual_projection.parameters())

@@ -7,3 +7,5 @@ from .registry import register_backbone
 @register_backbone("quiltnet")
 class QuiltNetBackbone(OpenCLIPBackbone):
     default_weights = "wisdomik/QuiltNet-B-32"
+    label, report_order = "QuiltNet", 3
+    standin_seed = 2

@@ -1,31 +1,34 @@
-"""Backbones by name: ``@register_backbone("name")`` on a ``MedFMBackbone`` subclass, ``build_backbone``."""
-from configs.errors import InputError
+"""Backbones by name in ``BACKBONE_REGISTRY`` (a Dassl ``Registry``, beside TRAINER_REGISTRY and
+DATASET_REGISTRY): ``@register_backbone("name")`` on a ``MedFMBackbone`` subclass, ``build_backbone``.
 
-_BACKBONES = {}
+Every list of models in the project comes from here: the stand-ins the tests load
+(``clip_models.standins``), the benchmark's ``--backbones``, the report's column labels and order
+(each class's ``label`` and ``paper_order``), the backbone tests' parametrisation."""
+from configs.errors import InputError
+from dassl_compat import Registry, register_as
+
+BACKBONE_REGISTRY = Registry("BACKBONE")
 
 
 def register_backbone(name):
     """Class decorator: makes the class buildable as ``MODEL.BACKBONE.NAME = name``."""
 
     def register(cls):
-        if name in _BACKBONES:
-            raise ValueError(f"backbone {name!r} is registered twice ({_BACKBONES[name].__name__}, {cls.__name__})")
         cls.name = name
-        _BACKBONES[name] = cls
-        return cls
+        return register_as(BACKBONE_REGISTRY, name)(cls)
 
     return register
 
 
 def available_backbones():
-    return sorted(_BACKBONES)
+    return sorted(BACKBONE_REGISTRY.registered_names())
 
 
 def backbone_class(name):
-    if name not in _BACKBONES:
-        raise InputError(f"MODEL.BACKBONE.NAME={name!r} is not a backbone; choose one of: "
+    if name not in BACKBONE_REGISTRY.registered_names():
+        raise InputError(f"MODEL.BACKBONE.NAME={name!r} is not a backbone (--backbone); choose one of: "
                          f"{', '.join(available_backbones())}")
-    return _BACKBONES[name]
+    return BACKBONE_REGISTRY.get(name)
 
 
 def build_backbone(name, weights=""):

@@ -25,7 +25,7 @@ import os
 
 import torch
 
-from .registry import backbone_class
+from .registry import BACKBONE_REGISTRY, backbone_class
 
 # The BERT tower BiomedCLIP's open_clip_config.json names.
 BIOMEDCLIP_BERT_ID = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
@@ -88,7 +88,7 @@ def wordpiece_vocab():
     return specials + characters + ["##" + c for c in characters] + sorted(set(WORDPIECE_WORDS))
 
 
-def _write_open_clip_clip(cache_dir, repo_id, seed, full_size):
+def write_open_clip_clip(cache_dir, repo_id, seed, full_size):
     """An open_clip CLIP with an OpenAI-style text tower (CLIP ViT-B/32, QuiltNet)."""
     import open_clip
 
@@ -145,7 +145,7 @@ def _bert_config(layers, full_size_vocab=None):
     return {**size, "max_position_embeddings": 512, "type_vocab_size": 2, "pad_token_id": 0}
 
 
-def _write_biomedclip(cache_dir, repo_id, seed, full_size):
+def write_biomedclip(cache_dir, repo_id, seed, full_size):
     """open_clip CustomTextCLIP: timm ViT (ViT-B/16, or timm's smallest test ViT, patch 16) + HF BERT tower."""
     import open_clip
 
@@ -169,7 +169,7 @@ def _write_biomedclip(cache_dir, repo_id, seed, full_size):
     return _write_open_clip_repo(cache_dir, repo_id, model_cfg, model)
 
 
-def _write_plip(cache_dir, repo_id, seed, full_size):
+def write_plip(cache_dir, repo_id, seed, full_size):
     """transformers CLIPModel with CLIP's BPE tokenizer files."""
     from transformers import CLIPConfig, CLIPModel
 
@@ -202,7 +202,7 @@ def _write_plip(cache_dir, repo_id, seed, full_size):
     return repo_id
 
 
-def _write_medclip(cache_dir, seed, full_size):
+def write_medclip(cache_dir, seed, full_size):
     """The two tower repos (configs, BERT vocabulary) and a released-format MedCLIP-ViT folder."""
     from transformers import BertConfig, SwinConfig
 
@@ -227,34 +227,29 @@ def _write_medclip(cache_dir, seed, full_size):
     return folder
 
 
-STANDIN_NAMES = ("clip", "quiltnet", "biomedclip", "plip", "medclip")
+def standin_names():
+    """Every registered backbone, in registration order: each has a stand-in (``write_standin``)."""
+    return BACKBONE_REGISTRY.registered_names()
 
 
-def write_standins(cache_dir, full_size=False, names=STANDIN_NAMES):
-    """Writes the stand-ins of ``names`` (tiny, or at the real sizes) under ``cache_dir``; returns
-    {backbone name: MODEL.BACKBONE.WEIGHTS value}."""
-    unknown = sorted(set(names) - set(STANDIN_NAMES))
+def write_standins(cache_dir, full_size=False, names=None):
+    """Writes the stand-ins of ``names`` (default: every registered backbone; tiny, or at the real sizes)
+    under ``cache_dir``; returns {backbone name: MODEL.BACKBONE.WEIGHTS value}: the hub id, or for
+    MedCLIP its released-format folder."""
+    names = standin_names() if names is None else list(names)
+    unknown = sorted(set(names) - set(standin_names()))
     if unknown:
-        raise ValueError(f"no stand-in for {', '.join(unknown)}; choose from {', '.join(STANDIN_NAMES)}")
+        raise ValueError(f"no stand-in for {', '.join(unknown)}; choose from {', '.join(standin_names())}")
     cache_dir = os.path.abspath(cache_dir)
     os.makedirs(cache_dir, exist_ok=True)
-    # Each writer returns its MODEL.BACKBONE.WEIGHTS value: the hub id, or MedCLIP's released-format folder.
-    hub_ids = {name: backbone_class(name).default_weights for name in ("clip", "quiltnet", "biomedclip", "plip")}
-    writers = {
-        "clip": lambda: _write_open_clip_clip(cache_dir, hub_ids["clip"], seed=1, full_size=full_size),
-        "quiltnet": lambda: _write_open_clip_clip(cache_dir, hub_ids["quiltnet"], seed=2, full_size=full_size),
-        "biomedclip": lambda: _write_biomedclip(cache_dir, hub_ids["biomedclip"], seed=3, full_size=full_size),
-        "plip": lambda: _write_plip(cache_dir, hub_ids["plip"], seed=4, full_size=full_size),
-        "medclip": lambda: _write_medclip(cache_dir, seed=5, full_size=full_size),
-    }
-    return {name: writers[name]() for name in names}
+    return {name: backbone_class(name).write_standin(cache_dir, full_size=full_size) for name in names}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", required=True, help="hub-cache folder to write (use it as HF_HUB_CACHE)")
     parser.add_argument("--full-size", action="store_true", help="the real models' sizes (random weights)")
-    parser.add_argument("--only", nargs="+", choices=STANDIN_NAMES, default=STANDIN_NAMES, help="these backbones")
+    parser.add_argument("--only", nargs="+", choices=standin_names(), default=None, help="these backbones")
     args = parser.parse_args()
     for name, weights in write_standins(args.cache, args.full_size, args.only).items():
         print(f"{name}: MODEL.BACKBONE.WEIGHTS={weights}")

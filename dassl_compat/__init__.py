@@ -20,21 +20,33 @@ if _requested == "dassl" and importlib.util.find_spec("dassl") is None:
 
 if _requested == "dassl" or (_requested == "" and importlib.util.find_spec("dassl") is not None):
     from .upstream import (DATASET_REGISTRY, TRAINER_REGISTRY, DataManager, DatasetBase, DatasetWrapper, Datum,
-                           SimpleTrainer, TrainerX, build_dataset, build_evaluator, build_lr_scheduler,
+                           Registry, SimpleTrainer, TrainerX, build_dataset, build_evaluator, build_lr_scheduler,
                            build_optimizer, build_trainer, build_transform, collect_env_info, compute_accuracy,
                            count_num_param, get_cfg_default, mkdir_if_missing, set_random_seed, setup_logger)
     BACKEND = "dassl"
 else:
     from .builtin import (DATASET_REGISTRY, TRAINER_REGISTRY, DataManager, DatasetBase, DatasetWrapper, Datum,
-                          SimpleTrainer, TrainerX, build_dataset, build_evaluator, build_lr_scheduler,
+                          Registry, SimpleTrainer, TrainerX, build_dataset, build_evaluator, build_lr_scheduler,
                           build_optimizer, build_trainer, build_transform, collect_env_info, compute_accuracy,
                           count_num_param, get_cfg_default, mkdir_if_missing, set_random_seed, setup_logger)
     BACKEND = "builtin"
 
+
+def register_as(registry, name, force=False):
+    """Decorator registering an object in a Dassl ``Registry`` under ``name``, for what is not looked
+    up by its ``__name__`` (``Registry.register`` uses that): backbones (``"biomedclip"``), attacks,
+    defences, the sweep's methods. The same duplicate check as ``register``."""
+    def wrapper(obj):
+        registry._do_register(name, obj, force=force)  # the one registration path of both engines' Registry
+        return obj
+
+    return wrapper
+
+
 __all__ = [
     "BACKEND", "CheckpointError", "DATASET_REGISTRY", "DataManager", "DatasetBase", "DatasetWrapper", "Datum",
-    "SimpleTrainer", "TRAINER_REGISTRY", "TrainerX", "build_dataset", "build_evaluator", "build_lr_scheduler",
+    "Registry", "SimpleTrainer", "TRAINER_REGISTRY", "TrainerX", "build_dataset", "build_evaluator", "build_lr_scheduler",
     "build_optimizer", "build_trainer", "build_transform", "collect_env_info", "compute_accuracy",
-    "count_num_param", "get_cfg_default", "load_checkpoint", "mkdir_if_missing", "read_json", "save_checkpoint",
+    "count_num_param", "get_cfg_default", "load_checkpoint", "mkdir_if_missing", "read_json", "register_as", "save_checkpoint",
     "set_random_seed", "setup_logger", "write_json",
 ]

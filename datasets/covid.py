@@ -8,6 +8,8 @@ from .folder import FolderDataset
 @DATASET_REGISTRY.register()
 class Covid(FolderDataset):
     dataset_dir = "covid"
+    label = "COVID"
+    report_order = 0
     modality = "xray"
     prompt_template = "a chest X-ray of {} lungs."
     classes = {

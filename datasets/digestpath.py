@@ -8,6 +8,7 @@ from .folder import FolderDataset
 @DATASET_REGISTRY.register()
 class DigestPath(FolderDataset):
     dataset_dir = "digestpath"
+    report_order = 5
     modality = "histology"
     prompt_template = "an H&E image patch of {} colon tissue."
     classes = {

@@ -117,12 +117,18 @@ class FolderDataset(DatasetBase):
     - ``prompt_template``: a hand-written zero-shot prompt with one ``{}`` for the class name.
     - ``classes``: ``{folder: class name}`` that the prepare and synthetic commands write to
       ``classnames.txt``; reading always follows the ``classnames.txt`` on disk.
+    - ``label``, ``report_order``: how reports name the dataset and where its column goes (the paper's
+      order; a new dataset after them, by name).
+
+    Every registered ``FolderDataset`` gets a synthetic generator (``datasets.synthetic``).
     """
 
     dataset_dir = ""
     modality = ""
     prompt_template = "{}"
     classes = {}
+    label = ""  # "" = DATASET.NAME
+    report_order = 100
 
     @classmethod
     def locate(cls, cfg):

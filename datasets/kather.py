@@ -8,6 +8,7 @@ from .folder import FolderDataset
 @DATASET_REGISTRY.register()
 class Kather(FolderDataset):
     dataset_dir = "kather"
+    report_order = 3
     modality = "histology"
     prompt_template = "an H&E image patch of {}."
     classes = {

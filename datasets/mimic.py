@@ -8,6 +8,7 @@ from .folder import FolderDataset
 @DATASET_REGISTRY.register()
 class MIMIC(FolderDataset):
     dataset_dir = "mimic"
+    report_order = 2
     modality = "xray"
     prompt_template = "a chest X-ray showing {}."
     classes = {

@@ -8,6 +8,7 @@ from .folder import FolderDataset
 @DATASET_REGISTRY.register()
 class PanNuke(FolderDataset):
     dataset_dir = "pannuke"
+    report_order = 4
     modality = "histology"
     prompt_template = "an H&E image patch of {} tissue."
     classes = {

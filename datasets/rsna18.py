@@ -8,6 +8,7 @@ from .folder import FolderDataset
 @DATASET_REGISTRY.register()
 class RSNA18(FolderDataset):
     dataset_dir = "rsna18"
+    report_order = 1
     modality = "xray"
     prompt_template = "a chest X-ray classified as {}."
     classes = {

@@ -21,15 +21,10 @@ from PIL import Image, ImageDraw
 
 from configs.errors import InputError
 
-from .covid import Covid
-from .digestpath import DigestPath
-from .kather import Kather
-from .mimic import MIMIC
-from .pannuke import PanNuke
-from .prepare import common
-from .rsna18 import RSNA18
+from dassl_compat import DATASET_REGISTRY
 
-DATASETS = {cls.dataset_dir: cls for cls in (Covid, RSNA18, MIMIC, Kather, PanNuke, DigestPath)}
+from .folder import FolderDataset
+from .prepare import common
 SPLITS = ("train", "test")
 # Optical density per unit of stain (RGB), rows haematoxylin and eosin (Ruifrok and Johnston).
 STAINS = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11]], dtype=np.float32)
@@ -92,14 +87,23 @@ def render_histology(rng, label, num_classes, size):
     return Image.fromarray(np.rint(np.clip(rgb, 0, 1) * 255).astype(np.uint8))
 
 
+def folder_datasets():
+    """{folder name: class} of every registered folder dataset (the project's six, and any added), in
+    the paper's order (``report_order``)."""
+    classes = [DATASET_REGISTRY.get(name) for name in DATASET_REGISTRY.registered_names()]
+    classes = [cls for cls in classes if isinstance(cls, type) and issubclass(cls, FolderDataset)]
+    return {cls.dataset_dir: cls for cls in sorted(classes, key=lambda cls: (cls.report_order, cls.__name__))}
+
+
 def generate(name, out_root, train_per_class=32, test_per_class=20, size=224, seed=0):
     """Write the synthetic ``out_root/name`` and return its folder (refuses a non-empty one)."""
-    if name not in DATASETS:
-        raise InputError(f"--name {name!r} is not a dataset here; choose one of {', '.join(DATASETS)}")
+    datasets = folder_datasets()
+    if name not in datasets:
+        raise InputError(f"--name {name!r} is not a dataset here; choose one of {', '.join(datasets)}")
     if min(train_per_class, test_per_class) < 1 or size < 8:
         raise InputError(f"need at least 1 image per class and split and a size of 8 px or more, got "
                          f"{train_per_class}/{test_per_class} images and {size} px")
-    dataset = DATASETS[name]
+    dataset = datasets[name]
     render = render_xray if dataset.modality == "xray" else render_histology
     folders = sorted(dataset.classes)
     samples, is_test = [], []
@@ -120,7 +124,7 @@ def generate(name, out_root, train_per_class=32, test_per_class=20, size=224, se
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--name", required=True, choices=sorted(DATASETS), help="dataset folder name")
+    parser.add_argument("--name", required=True, choices=sorted(folder_datasets()), help="dataset folder name")
     parser.add_argument("--out", required=True, help="DATASET.ROOT: the dataset is written to OUT/<name>")
     parser.add_argument("--train-per-class", type=int, default=32)
     parser.add_argument("--test-per-class", type=int, default=20)

@@ -1,9 +1,15 @@
-"""The methods of the paper's Tables 1-2 in one table: each row name and how its runs are made.
+"""The methods of the paper's Tables 1-2 in ``METHOD_REGISTRY`` (a Dassl ``Registry``): each row name and
+how its runs are made; registration order is the tables' row order.
 
 The sweep builds runs from it; the report names a finished run's row from its ``results.json``
-(trainer and attack), so runs started by hand with ``train.py`` land in the same rows.
+(trainer and attack), so runs started by hand with ``train.py`` land in the same rows. A new method
+registers one more ``Method`` with ``register_method`` (and adds its trainer's method file).
 """
 from dataclasses import dataclass
+
+from dassl_compat import Registry, register_as
+
+METHOD_REGISTRY = Registry("METHOD")
 
 
 @dataclass(frozen=True)
@@ -25,17 +31,21 @@ def _baselines(trainer, suffix):
                                        ("FIBA", "fiba")))
 
 
-# In the paper's row order (ZeroShot, which the paper does not tabulate, first).
-METHODS = (
-    Method("ZeroShot", "ZeroShot", "none"),
-    *_baselines("FineTune", "FT"),
-    *_baselines("CoOp", "PL"),
-    Method("BAPLe", "BAPLe", "baple"),
-)
-METHOD_BY_NAME = {m.name: m for m in METHODS}
-_BY_TRAINER_ATTACK = {(m.trainer, m.attack): m.name for m in METHODS}
+def register_method(method):
+    return register_as(METHOD_REGISTRY, method.name)(method)
+
+
+def methods():
+    """Every registered method, in the tables' row order."""
+    return [METHOD_REGISTRY.get(name) for name in METHOD_REGISTRY.registered_names()]
 
 
 def method_name(trainer, attack):
     """The row name of a run of ``trainer`` with ``attack`` (e.g. CoOp + wanet -> WaNet_PL)."""
-    return _BY_TRAINER_ATTACK.get((trainer, attack), f"{trainer}+{attack}")
+    return next((m.name for m in methods() if (m.trainer, m.attack) == (trainer, attack)), f"{trainer}+{attack}")
+
+
+# In the paper's row order (ZeroShot, which the paper does not tabulate, first).
+for _method in (Method("ZeroShot", "ZeroShot", "none"), *_baselines("FineTune", "FT"), *_baselines("CoOp", "PL"),
+                Method("BAPLe", "BAPLe", "baple")):
+    register_method(_method)

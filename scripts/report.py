@@ -21,16 +21,12 @@ import sys
 from dataclasses import dataclass
 
 from configs.errors import InputError
-from scripts.methods import METHODS, method_name
+from scripts.methods import method_name, methods
 
 PAPER_NUMBERS = osp.join(osp.dirname(osp.abspath(__file__)), "paper_numbers.csv")
 # (key, heading, where in results.json)
 METRICS = (("ca", "CA", ("clean", "accuracy")), ("ba", "BA", ("backdoor", "accuracy")),
            ("asr", "ASR (non-target)", ("backdoor", "asr_non_target")))
-BACKBONE_LABELS = {"medclip": "MedCLIP", "biomedclip": "BiomedCLIP", "plip": "PLIP", "quiltnet": "QuiltNet",
-                   "clip": "CLIP"}
-DATASET_LABELS = {"Covid": "COVID", "RSNA18": "RSNA18", "MIMIC": "MIMIC", "Kather": "Kather", "PanNuke": "PanNuke",
-                  "DigestPath": "DigestPath"}
 # Config values that differ between the runs of one cell by design ...
 PER_RUN_KEYS = {"SEED", "OUTPUT_DIR", "RESUME", "BACKDOOR.TARGET_CLASS"}
 # ... and those compared only by whether they are set (BAPLe's init is the Clean_PL run of its seed).
@@ -155,18 +151,33 @@ def row_method(row):
 
 
 def row_order(rows):
-    names = [m.name for m in METHODS]
+    names = [m.name for m in methods()]
     return sorted(rows, key=lambda row: (_order(names)(row_method(row)), row))
 
 
+def backbone_labels():
+    """{backbone: label} of every registered backbone, in the paper's column order (``report_order``)."""
+    from clip_models import BACKBONE_REGISTRY
+
+    classes = [BACKBONE_REGISTRY.get(name) for name in BACKBONE_REGISTRY.registered_names()]
+    return {cls.name: cls.label or cls.name for cls in sorted(classes, key=lambda c: (c.report_order, c.name))}
+
+
+def dataset_labels():
+    """{DATASET.NAME: label} of every registered folder dataset, in the paper's order."""
+    from datasets.synthetic import folder_datasets
+
+    return {cls.__name__: cls.label or cls.__name__ for cls in folder_datasets().values()}
+
+
 def column_order(columns):
-    backbones, datasets = _order(list(BACKBONE_LABELS)), _order(list(DATASET_LABELS))
+    backbones, datasets = _order(list(backbone_labels())), _order(list(dataset_labels()))
     return sorted(columns, key=lambda c: (backbones(c[0]), datasets(c[1])))
 
 
 def column_label(column):
     backbone, dataset = column
-    return f"{BACKBONE_LABELS.get(backbone, backbone)} {DATASET_LABELS.get(dataset, dataset)}"
+    return f"{backbone_labels().get(backbone, backbone)} {dataset_labels().get(dataset, dataset)}"
 
 
 def load_paper(path=PAPER_NUMBERS):

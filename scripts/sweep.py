@@ -38,7 +38,7 @@ import uuid
 from dataclasses import dataclass
 
 from configs.errors import InputError
-from scripts.methods import METHOD_BY_NAME, METHODS
+from scripts.methods import METHOD_REGISTRY, methods
 
 CONFIGS = osp.dirname(osp.abspath(__import__("configs").__file__))
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
@@ -124,14 +124,15 @@ def class_counts(data_root, names, config_dir):
 
 def _methods(names, baple_init):
     if names == ["all"]:
-        return list(METHODS)
-    unknown = [n for n in names if n not in METHOD_BY_NAME]
+        return methods()
+    known = METHOD_REGISTRY.registered_names()
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise InputError(f"Unknown method {unknown[0]!r}; choose from {', '.join(METHOD_BY_NAME)} or all")
+        raise InputError(f"Unknown method {unknown[0]!r}; choose from {', '.join(known)} or all")
     if "BAPLe" in names and baple_init == "clean-pl" and "Clean_PL" not in names:
         print("BAPLe starts from the Clean_PL runs (--baple-init clean-pl): adding Clean_PL to the sweep")
         names = names + ["Clean_PL"]
-    return [m for m in METHODS if m.name in names]  # the table's order: Clean_PL before BAPLe
+    return [m for m in methods() if m.name in names]  # the table's order: Clean_PL before BAPLe
 
 
 def plan(args):
@@ -174,24 +175,28 @@ def plan(args):
 def _fixed_for_each_trainer(fixed, methods):
     """{trainer: its part of the ``--set`` KEY VALUE list}: a key goes to the runs whose trainer reads it
     (``TRAINER.COOP.N_CTX`` to CoOp and BAPLe, not to ZeroShot or FineTune, which would refuse it);
-    a key none of the sweep's methods reads is refused."""
+    a key none of the sweep's methods reads goes nowhere, and is said so."""
     trainers = sorted({m.trainer for m in methods})
     keys = fixed[0::2]
     reads = in_project_process(keys_read_by, trainers, keys) if keys else {}
     for key in keys:
         if not any(key in reads[t] for t in trainers):
-            raise InputError(f"--set {key}: none of the sweep's trainers ({', '.join(trainers)}) reads it; remove "
-                             "it or add a method that uses it")
+            print(f"--set {key}: none of the sweep's trainers ({', '.join(trainers)}) reads it; not passed to any run")
     return {t: [item for key, value in zip(fixed[0::2], fixed[1::2]) if key in reads.get(t, ())
                 for item in (key, value)] for t in trainers}
 
 
 def keys_read_by(trainer_names, keys):
-    """{trainer: the ``keys`` it reads} (run in the project's process)."""
+    """{trainer: the ``keys`` it reads} (run in the project's process); an unknown key is refused."""
+    import train
     import trainers  # noqa: F401  (registers the trainers)
+    from configs.defaults import get_cfg
     from dassl_compat import TRAINER_REGISTRY
     from trainers.validation import reads_key
 
+    defaults = get_cfg()
+    for key in keys:
+        train._check_key(defaults, key)
     return {t: [k for k in keys if reads_key(TRAINER_REGISTRY.get(t), k)] for t in trainer_names}
 
 
@@ -353,7 +358,7 @@ def _process_context():
 
 def in_project_process(function, *args):
     """``function(*args)`` in a process forked from that server; its exceptions are raised here.
-    This process (the sweep, or a SLURM submission) thus never imports torch and the project."""
+    This process (the sweep, or a SLURM submission) thus loads no model, dataset or trainer."""
     with _process_context().Pool(1) as pool:
         return pool.apply(function, args)
 
@@ -532,7 +537,7 @@ def build_parser():
     p.add_argument("--datasets", nargs="+", required=True, help="dataset config names (configs/datasets/<name>.yaml)")
     p.add_argument("--backbones", nargs="+", required=True, help="clip, medclip, biomedclip, plip, quiltnet")
     p.add_argument("--methods", nargs="+", required=True,
-                   help=f"all, or any of: {', '.join(m.name for m in METHODS)}")
+                   help=f"all, or any of: {', '.join(m.name for m in methods())}")
     p.add_argument("--targets", nargs="+", default=["all"], help="target classes: numbers or all (default)")
     p.add_argument("--seeds", nargs="+", type=int, default=[1], help="seeds (default 1)")
     p.add_argument("--vary", nargs="+", action="extend", default=[], metavar="KEY=V1,V2",

@@ -14,7 +14,7 @@ import datasets  # noqa: F401  (registers the six datasets)
 from configs.errors import InputError
 from dassl_compat import DATASET_REGISTRY, DataManager
 from datasets import ImageDataset, load_image
-from datasets.synthetic import DATASETS, generate
+from datasets.synthetic import folder_datasets, generate
 from helpers_data import dataset_cfg, write_png
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -52,7 +52,7 @@ def one_line_error(excinfo, *parts):
 def synthetic_root(tmp_path_factory):
     """All six datasets, small: 6 train and 3 test images per class at 16 px."""
     root = tmp_path_factory.mktemp("synthetic")
-    for name in DATASETS:
+    for name in folder_datasets():
         generate(name, root, train_per_class=6, test_per_class=3, size=16, seed=0)
     return root
 
@@ -321,17 +321,17 @@ def test_synthetic_images_are_deterministic_and_learnable(tmp_path, name):
 
     roots = {seed_dir: generate(name, tmp_path / seed_dir, train_per_class=24, test_per_class=12, size=48, seed=seed)
              for seed_dir, seed in (("a", 7), ("b", 7), ("c", 8))}
-    first = osp.join("images", "test", sorted(DATASETS[name].classes)[0], "")
+    first = osp.join("images", "test", sorted(folder_datasets()[name].classes)[0], "")
     first += sorted(os.listdir(osp.join(roots["a"], first)))[0]
     content = {key: open(osp.join(root, first), "rb").read() for key, root in roots.items()}
     assert content["a"] == content["b"] != content["c"]
-    assert Image.open(osp.join(roots["a"], first)).mode == ("RGB" if DATASETS[name].modality == "histology" else "L")
+    assert Image.open(osp.join(roots["a"], first)).mode == ("RGB" if folder_datasets()[name].modality == "histology" else "L")
 
     # Classes differ in what even a nearest-class-mean rule on 16 px thumbnails picks up.
     x_train, y_train = pixels_and_labels(roots["a"], "train")
     x_test, y_test = pixels_and_labels(roots["a"], "test")
     accuracy = NearestCentroid().fit(x_train, y_train).score(x_test, y_test)
-    assert accuracy > 0.6 > 2 / len(DATASETS[name].classes), accuracy
+    assert accuracy > 0.6 > 2 / len(folder_datasets()[name].classes), accuracy
 
 
 def test_synthetic_command_line(tmp_path, capsys):

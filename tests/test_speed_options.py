@@ -7,11 +7,11 @@ import torch.nn.functional as F
 
 import datasets  # noqa: F401  (registers the datasets)
 import trainers  # noqa: F401  (registers the trainers)
-from clip_models import build_backbone
+from clip_models import available_backbones, build_backbone
 from configs.errors import InputError
 from helpers_runs import build, run_cfg
 
-BACKBONES = ["biomedclip", "clip", "medclip", "plip", "quiltnet"]
+BACKBONES = available_backbones()
 TEXTS = ["X X X X covid.", "X X X X normal lung tissue."]
 
 

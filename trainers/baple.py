@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 
 from configs.errors import InputError
-from dassl_compat import TRAINER_REGISTRY, compute_accuracy
+from dassl_compat import compute_accuracy
 from dassl_compat.checkpoint import latest_checkpoint, load_checkpoint
 
 from .attacks import LearnableNoise, Trigger, build_patch
 from .attacks.noise import NOISE_INITS
-from .base import EVAL_KEYS, POISON_KEYS
+from .base import EVAL_KEYS, POISON_KEYS, register_trainer
 from .coop import CoOp, split_losses
 
 ORDERS = ("noise_then_patch", "patch_then_noise")
@@ -61,7 +61,7 @@ def load_context(path):
     return state["ctx"]
 
 
-@TRAINER_REGISTRY.register()
+@register_trainer
 class BAPLe(CoOp):
     """CoOp plus a learnable noise-and-patch trigger on an exactly poisoned few-shot set."""
 

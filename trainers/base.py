@@ -22,7 +22,7 @@ from yacs.config import CfgNode
 
 from clip_models import build_backbone
 from configs.errors import InputError
-from dassl_compat import DataManager, TrainerX, read_json, write_json
+from dassl_compat import TRAINER_REGISTRY, DataManager, TrainerX, read_json, register_as, write_json
 from dassl_compat.checkpoint import get_rng_state, set_rng_state
 from datasets.wrapper import ImageDataset
 
@@ -277,6 +277,22 @@ class BackdoorTrainer(TrainerX):
 
     def attack_name(self):
         return self.cfg.BACKDOOR.ATTACK if self.trigger is not None else "none"
+
+
+def register_trainer(cls):
+    """Class decorator registering a trainer of the project in ``TRAINER_REGISTRY`` under its class
+    name, as ``@TRAINER_REGISTRY.register()`` does, except that a name another code base already holds
+    stays theirs: imported into a Dassl script or a CoOp-based repository that registered its own
+    ``CoOp`` first, the project's CoOp is registered as ``BackdoorCoOp`` (``--trainer BackdoorCoOp``)
+    and the user's ``--trainer CoOp`` is unchanged. ``cls.registry_name`` is the name it got. The
+    project's trainers reach one another by import, never through the registry (BAPLe subclasses the
+    project's CoOp class), so BAPLe and the rest register and work either way."""
+    name = cls.__name__
+    if name in TRAINER_REGISTRY.registered_names() and TRAINER_REGISTRY.get(name) is not cls:
+        name = f"Backdoor{name}"
+        print(f"TRAINER_REGISTRY already holds another {cls.__name__}; the project's is registered as {name}")
+    cls.registry_name = name
+    return register_as(TRAINER_REGISTRY, name)(cls)
 
 
 def check_input_size(cfg, backbone_name, image_size):

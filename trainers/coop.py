@@ -9,10 +9,10 @@ import torch.nn.functional as F
 
 from clip_models.base import TokenizedText
 from configs.errors import InputError
-from dassl_compat import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer, compute_accuracy
+from dassl_compat import build_lr_scheduler, build_optimizer, compute_accuracy
 
 from .attacks import ATTACK_KEYS
-from .base import EVAL_KEYS, POISON_KEYS, PRECISIONS, BackdoorTrainer, CLIPClassifier, freeze
+from .base import EVAL_KEYS, POISON_KEYS, PRECISIONS, BackdoorTrainer, CLIPClassifier, freeze, register_trainer
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 BACKBONE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -102,7 +102,7 @@ def split_losses(logits, labels, poisoned):
     return out
 
 
-@TRAINER_REGISTRY.register()
+@register_trainer
 class CoOp(BackdoorTrainer):
     """Context optimisation on a frozen backbone, optionally on a poisoned few-shot set."""
 

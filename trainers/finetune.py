@@ -11,10 +11,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from configs.errors import InputError
-from dassl_compat import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer, compute_accuracy
+from dassl_compat import build_lr_scheduler, build_optimizer, compute_accuracy
 
 from .attacks import ATTACK_KEYS
-from .base import EVAL_KEYS, POISON_KEYS, PRECISIONS, BackdoorTrainer, CLIPClassifier, freeze
+from .base import EVAL_KEYS, POISON_KEYS, PRECISIONS, BackdoorTrainer, CLIPClassifier, freeze, register_trainer
 from .coop import split_losses
 from .zeroshot import DEFAULT_TEMPLATE
 
@@ -30,7 +30,7 @@ class FineTunedCLIP(CLIPClassifier):
         return F.normalize(self.class_weights, dim=-1)
 
 
-@TRAINER_REGISTRY.register()
+@register_trainer
 class FineTune(BackdoorTrainer):
     """Full fine-tuning of the image encoder on the (optionally poisoned) few-shot set."""
 

@@ -2,10 +2,8 @@
 import torch
 import torch.nn.functional as F
 
-from dassl_compat import TRAINER_REGISTRY
-
 from .attacks import ATTACK_KEYS
-from .base import EVAL_KEYS, BackdoorTrainer, CLIPClassifier, freeze
+from .base import EVAL_KEYS, BackdoorTrainer, CLIPClassifier, freeze, register_trainer
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 
@@ -20,7 +18,7 @@ class ZeroShotCLIP(CLIPClassifier):
         return self.text_embeddings
 
 
-@TRAINER_REGISTRY.register()
+@register_trainer
 class ZeroShot(BackdoorTrainer):
     """No training: prompts are ``dataset.prompt_template`` filled with each class name."""
 

@@ -99,13 +99,13 @@ def caption(template, class_name, condition):
 def vocabulary():
     """WordPiece vocabulary: BERT's specials, single characters (so any text tokenizes), and the whole
     words of every dataset's class names and prompt templates and of the captions."""
-    from datasets.synthetic import DATASETS
+    from datasets.synthetic import folder_datasets
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     characters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,;:!?'\"()-/%+&")
     texts = list(CAPTION_TEMPLATES) + ["a photo of a {}."]
     texts += [phrase for condition in CONDITIONS for phrase, _ in condition]
-    for dataset in DATASETS.values():
+    for dataset in folder_datasets().values():
         texts.append(dataset.prompt_template)
         texts.extend(dataset.classes.values())
     words = set()

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from configs.errors import InputError
 
+from . import register_attack
 from .base import Trigger, read_image_file
 
 DEFAULT_TEXTURE_SEED = 20220619  # fixed: the built-in trigger image does not change with SEED
@@ -63,6 +64,7 @@ class FrequencyTrigger(Trigger):
         return poisoned.clamp(0, 1).to(images.dtype)
 
 
+@register_attack("fiba")
 def build_fiba(cfg, image_size):
     """FIBA from ``BACKDOOR.FIBA.{ALPHA, BETA, TRIGGER_IMAGE}``."""
     f = cfg.BACKDOOR.FIBA

@@ -6,6 +6,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from configs.errors import InputError
 
+from . import register_attack
 from .base import POSITIONS, Trigger, read_image_file, rgba_to_tensors
 
 TEXT_COLOUR = (0x77, 0xAB, 0x59)  # the reference implementation's green
@@ -96,6 +97,7 @@ def build_patch(kind, size, position, image_size, seed=0, text="Lab", image_path
     return PatchTrigger(*makers[kind](), position, image_size, keys)
 
 
+@register_attack("badnets")
 def build_badnets(cfg, image_size):
     """BadNets: a fixed visible patch (BACKDOOR.BADNETS.{PATTERN, SIZE, POSITION, IMAGE})."""
     b = cfg.BACKDOOR.BADNETS

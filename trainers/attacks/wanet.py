@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from configs.errors import InputError
 
+from . import register_attack
 from .base import Trigger
 
 
@@ -62,6 +63,7 @@ class WarpTrigger(Trigger):
         return self._warp(images, (self.grid + noise / self.image_size).clamp(-1, 1))
 
 
+@register_attack("wanet")
 def build_wanet(cfg, image_size):
     """WaNet from ``BACKDOOR.WANET.{K, S, GRID_RESCALE, CROSS_RATIO}``, its field seeded by ``SEED``."""
     w = cfg.BACKDOOR.WANET

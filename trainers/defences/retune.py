@@ -52,7 +52,7 @@ def defender_cfg(cfg, run_dir, own_trigger, output_dir, shots, seed, epochs, lr=
     out.defrost()
     if own_trigger and not out.BACKDOOR.EVAL_TRIGGER:
         out.BACKDOOR.EVAL_TRIGGER = run_dir  # rebuilt from the run's config and saved trigger
-    out.TRAINER.NAME = "CoOp"
+    out.TRAINER.NAME = CoOp.registry_name  # the project's CoOp, whatever name it is registered under
     out.BACKDOOR.ATTACK = "none"
     reset_unread_keys(out, CoOp)  # e.g. a BAPLe run's own trigger keys and TRAINER.BAPLE.INIT
     if words is not None:
