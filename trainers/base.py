@@ -165,6 +165,13 @@ class BackdoorTrainer(TrainerX):
             images[cross] = self.trigger.apply_cross(images[cross])
         return images
 
+    def train_step(self, batch, last_of_epoch=False):
+        """One ``forward_backward`` on ``batch`` outside ``train()`` (benchmarks): the LR scheduler steps
+        only with ``last_of_epoch``, as after an epoch's last batch. Returns the step's loss summary."""
+        self.set_model_mode("train")
+        self.batch_idx, self.num_batches = 0, 1 if last_of_epoch else 2
+        return self.forward_backward(batch)
+
     # ---- model helpers ------------------------------------------------------------------------
     def build_backbone(self):
         backbone = build_backbone(self.cfg.MODEL.BACKBONE.NAME, self.cfg.MODEL.BACKBONE.WEIGHTS)
