@@ -35,6 +35,9 @@ RESULTS = "results.json"
 # Config keys holding a file or folder path, resolved from the run's present place (module docstring).
 PATH_KEYS = ("TRAINER.BAPLE.INIT", "BACKDOOR.EVAL_TRIGGER", "BACKDOOR.PATCH_IMAGE", "MODEL.BACKBONE.WEIGHTS",
              "DATASET.ROOT", "RESUME")
+# Keys that only say where training started: cleared when the trained weights are loaded over them, so
+# a run rebuilds even when the run it started from is gone.
+STARTING_POINT_KEYS = ("TRAINER.BAPLE.INIT",)
 
 
 class Run:
@@ -157,7 +160,8 @@ class Run:
     # ---- rebuilding -------------------------------------------------------------------------------
     def build_trainer(self, opts=(), output_dir=None, load_weights=True, log=None):
         """A trainer on the run's config plus ``opts`` (``KEY, VALUE, ...`` as yacs' ``merge_from_list``),
-        checked and seeded as ``train.py`` does, with the run's trained weights loaded (``load_weights``).
+        checked and seeded as ``train.py`` does, with the run's trained weights loaded (``load_weights``;
+        then ``STARTING_POINT_KEYS`` are cleared first).
         It writes nowhere inside the run: ``OUTPUT_DIR`` is ``output_dir`` or a new temporary folder
         (written only if the caller trains or tests). ``log``: a stream for the build's console output."""
         from dassl_compat import build_trainer, set_random_seed
@@ -165,6 +169,11 @@ class Run:
         from .validation import validate_cfg
 
         cfg = self.cfg
+        if load_weights:
+            for key in STARTING_POINT_KEYS:
+                node, name = _parent(cfg, key)
+                if node is not None:
+                    node[name] = ""
         cfg.merge_from_list(list(opts))
         if output_dir is not None and osp.abspath(output_dir) == self.path:
             raise InputError(f"The output folder {output_dir} is the run's own; give another folder")
