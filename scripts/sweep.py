@@ -45,7 +45,7 @@ EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 HEARTBEAT_S = 60  # a running run's lock file is touched this often ...
 STALE_LOCK_S = 600  # ... and taken over when untouched this long (its holder died on another host)
 POLL_S = 5  # waiting for a run another sweep holds, or for submitit jobs
-RESULTS, LOCK, LOG = "results.json", ".lock", "sweep.log"
+LOCK, LOG = ".lock", "sweep.log"
 # What the run processes import once, in the server process they are forked from.
 PRELOAD = ["train", "datasets", "trainers", "clip_models", "open_clip", "transformers"]
 
@@ -363,6 +363,17 @@ def in_project_process(function, *args):
         return pool.apply(function, args)
 
 
+def finished(folders):
+    """Those of ``folders`` that hold a finished run (``trainers.run.Run``, the one reader of run folders)."""
+    from trainers.run import Run
+
+    return [folder for folder in folders if Run.is_run(folder)]
+
+
+def is_finished(folder):
+    return bool(in_project_process(finished, [folder]))
+
+
 def _train_in_child(argv, log_path):
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
@@ -385,8 +396,7 @@ def _last_line(path):
 
 def execute(run):
     """Run ``run`` unless it is finished or another sweep holds it; returns its Outcome."""
-    results = osp.join(run.folder, RESULTS)
-    if osp.isfile(results):
+    if is_finished(run.folder):
         return Outcome(run, "done")
     os.makedirs(run.folder, exist_ok=True)
     lock = RunLock(run.folder)
@@ -396,13 +406,13 @@ def execute(run):
                                             f"{holder.get('pid')}; lock {lock.path})")
     start = time.time()
     try:
-        if osp.isfile(results):  # finished by another sweep just before we took the lock
+        if is_finished(run.folder):  # finished by another sweep just before we took the lock
             return Outcome(run, "done")
         if run.needs:
             while held_elsewhere(run.needs):
                 time.sleep(POLL_S)
                 lock.refresh()
-            if not osp.isfile(osp.join(run.needs, RESULTS)):
+            if not is_finished(run.needs):
                 return Outcome(run, "failed", message=f"it starts from {run.needs}, which has not finished "
                                                       f"(see {osp.join(run.needs, LOG)})")
         log = osp.join(run.folder, LOG)
@@ -417,7 +427,7 @@ def execute(run):
                 process.terminate()
                 process.join()
         seconds = time.time() - start
-        if process.exitcode == 0 and osp.isfile(results):
+        if process.exitcode == 0 and is_finished(run.folder):
             return Outcome(run, "ran", seconds, log=log)
         return Outcome(run, "failed", seconds, f"exit code {process.exitcode}: {_last_line(log)} (log: {log})", log)
     finally:
@@ -565,7 +575,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         runs = plan(args)
-        pending = [run for run in runs if not osp.isfile(osp.join(run.folder, RESULTS))]
+        done = set(in_project_process(finished, [run.folder for run in runs]))
+        pending = [run for run in runs if run.folder not in done]
         print(f"{len(runs)} run(s) under {osp.abspath(args.out)}: {len(runs) - len(pending)} already done")
         if pending:
             in_project_process(check_configs, configs_to_check(pending))

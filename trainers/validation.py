@@ -101,17 +101,11 @@ def check_keys_read(cfg):
                          f"file or overrides{by}")
 
 
-def reset_unread_keys(cfg, trainer):
-    """``cfg`` (changed in place, not frozen) with the keys ``trainer`` does not read back at their
-    defaults: a run's config re-used for another trainer (a defence's CoOp tuning of a BAPLe run)."""
+def defaults_of_unread_keys(cfg, trainer):
+    """KEY VALUE overrides putting the keys ``trainer`` does not read back at their defaults: a run's
+    config re-used for another trainer (a defence's CoOp tuning of a BAPLe run)."""
     defaults = get_cfg()
-    for key in unread_keys(cfg, trainer):
-        *parents, leaf = key.split(".")
-        node = cfg
-        for part in parents:
-            node = node[part]
-        node[leaf] = _leaf(defaults, key)
-    return cfg
+    return [item for key in unread_keys(cfg, trainer) for item in (key, _leaf(defaults, key))]
 
 
 _MISSING = object()
