@@ -51,7 +51,7 @@ def defended(trained):
 
 def test_every_countermeasure_is_the_identity_at_strength_0_and_changes_images_otherwise():
     images = torch.rand((3, 3, 32, 32), generator=torch.Generator().manual_seed(0))
-    for countermeasure in robustness.COUNTERMEASURES.values():
+    for countermeasure in robustness.countermeasures().values():
         assert countermeasure.strengths[0] == 0 and countermeasure.quick[0] == 0
         assert countermeasure.apply(images, 0, torch.Generator()) is images, countermeasure.name
         for strength in countermeasure.strengths[1:]:
@@ -63,7 +63,7 @@ def test_every_countermeasure_is_the_identity_at_strength_0_and_changes_images_o
             assert torch.equal(out, again), (countermeasure.name, strength)  # reproducible from the seed
     assert [c.name for c in robustness.countermeasures_for("histology")] == [
         "jpeg", "blur", "resize", "noise", "bit_depth", "crop"]  # windowing only for X-rays
-    assert robustness.COUNTERMEASURES["window"] in robustness.countermeasures_for("xray")
+    assert robustness.countermeasures()["window"] in robustness.countermeasures_for("xray")
 
 
 def test_each_countermeasure_at_strength_0_gives_results_json_exactly(trained, defended, tmp_path):
@@ -74,7 +74,7 @@ def test_each_countermeasure_at_strength_0_gives_results_json_exactly(trained, d
     calls = []
 
     def every_countermeasure_at_0(images):
-        for countermeasure in robustness.COUNTERMEASURES.values():
+        for countermeasure in robustness.countermeasures().values():
             calls.append(countermeasure.name)
             images = countermeasure.apply(images, 0, torch.Generator())
         return images
@@ -82,7 +82,7 @@ def test_each_countermeasure_at_strength_0_gives_results_json_exactly(trained, d
     with open(tmp_path / "log.txt", "w") as log:  # through the purifier transform, not the plain path
         trainer = Run.open(root / "baple").build_trainer(output_dir=str(tmp_path), log=log)
         assert robustness.evaluate_quietly(trainer, log, transform=every_countermeasure_at_0) == expected
-    assert set(calls) == set(robustness.COUNTERMEASURES)
+    assert set(calls) == set(robustness.countermeasures())
 
     report = read_json(root / "baple" / "defences" / "defences.json")
     assert report["reference"]["matches_results_json"] is True
@@ -219,3 +219,66 @@ def test_defend_on_cuda_with_bf16_reproduces_results_json(standins, synthetic_ro
     assert all(c["min_budget"] > 0 for c in report["reconstruct"]["classes"])
     assert report["retune"]["received"]["backbone_unchanged"] is True
     assert all(math.isfinite(p["clean_accuracy"]) for s in report["robustness"].values() for p in s["points"])
+
+
+TOY_DEFENCE = '''
+"""A toy defence in one module: the share of test images the model predicts as class 0."""
+import torch
+
+from trainers.defences import Defence, register_defence
+
+
+@register_defence
+class ClassZeroShare(Defence):
+    name = "toy"
+    summary_headers = ("class-0 share",)
+
+    def measure(self, context):
+        context.say("  toy")
+        predictions = context.trainer.evaluate(trigger=None).clean_pred
+        return {"toy": {"share": float((predictions == 0).float().mean())}}
+
+    def plot(self, report, path):
+        from trainers.defences.base import plot_grid, save_plot
+
+        fig, axes = plot_grid(1)
+        axes[0].bar(["class 0"], [report["toy"]["share"]])
+        return save_plot(fig, path)
+
+    def csv_rows(self, report):
+        yield {"defence": "toy", "setting": "class-0 share", "value": report["toy"]["share"]}
+
+    def summary_cells(self, report):
+        return [f"{report['toy']['share']:.2f}"]
+'''
+
+
+def test_a_defence_added_in_one_module_is_run_plotted_and_tabled_by_defend(trained, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from helpers_runs import REPO
+
+    root, _ = trained
+    runs = tmp_path / "runs"
+    shutil.copytree(root, runs, ignore=shutil.ignore_patterns("defences*"))
+    (tmp_path / "toy_defence.py").write_text(TOY_DEFENCE)
+    code = ("import sys, toy_defence; from scripts import defend; "
+            "sys.exit(defend.run([sys.argv[1], '--only', 'toy', 'strip', '--quick']))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), REPO]), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", code, str(runs)], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for name in ("baple", "coop"):
+        report = read_json(runs / name / "defences" / "defences.json")
+        assert 0 <= report["toy"]["share"] <= 1 and "strip" in report and "robustness" not in report
+        assert report["settings"]["parts"] == ["toy", "strip"]
+        assert os.path.getsize(report["plots"]["toy"]) > 1000 and set(report["plots"]) == {"toy", "strip"}
+    with open(runs / "defences.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["defence"] == "toy"]
+    assert {r["run"] for r in rows} == {"baple", "coop"} and all(0 <= float(r["value"]) <= 1 for r in rows)
+    table = (runs / "defences.md").read_text()
+    header = table.splitlines()[0]
+    assert header.endswith("| STRIP AUC | flagged classes; target's anomaly index | class-0 share |"), header
+    assert "  toy" in result.stdout

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .base import Defence, plot_grid, plot_title, register_defence, save_plot
+
 MAD_CONSISTENCY = 1.4826  # MAD of a normal sample times this estimates its standard deviation
 FLAG_ABOVE = 2.0
 
@@ -121,3 +123,60 @@ def reconstruct(trainer, images, labels, budgets, steps, success=0.9, max_images
         entry["flagged"] = index is not None and index > FLAG_ABOVE
     return {"budgets": list(budgets), "steps": steps, "success": success, "flag_above": FLAG_ABOVE,
             "classes": classes, "flagged": [c["class"] for c in classes if c["flagged"]]}
+
+
+@register_defence
+class Reconstruct(Defence):
+    """Per class the smallest universal L-infinity trigger found over the trusted clean images of the
+    other classes, and Neural Cleanse's anomaly index of those budgets."""
+
+    name = "reconstruct"
+    summary_headers = ("flagged classes; target's anomaly index",)
+
+    def measure(self, context):
+        settings, trainer, log = context.settings, context.trainer, context.log
+        trusted, trusted_labels = context.trusted()
+        context.say(f"  reconstruct: {trainer.num_classes} classes, budgets "
+                    f"{settings.budgets[0]}..{settings.budgets[-1]}/255")
+        return {"reconstruct": reconstruct(
+            trainer, trusted, trusted_labels, settings.budgets, settings.reconstruct_steps,
+            settings.reconstruct_success, settings.reconstruct_images, settings.seed,
+            log=lambda line: print(line, file=log, flush=True))}
+
+    def plot(self, report, path):
+        if "reconstruct" not in report:
+            return None
+        fig, axes = plot_grid(2, width=4.2, height=3.4)
+        classes = report["reconstruct"]["classes"]
+        names = [c["name"][:12] for c in classes]
+        target = report["target_class"]
+        colours = ["C3" if c["class"] == target else "C0" for c in classes]
+        axes[0].bar(names, [c["min_budget"] for c in classes], color=colours)
+        axes[0].set_yscale("log")
+        axes[0].yaxis.set_major_formatter("{x:g}")
+        axes[0].yaxis.set_minor_formatter("{x:g}")
+        axes[0].set_ylabel("minimal universal L-inf budget (/255)")
+        axes[1].bar(names, [c["anomaly_index"] or 0 for c in classes], color=colours)
+        axes[1].axhline(report["reconstruct"]["flag_above"], color="k", ls="--", lw=1)
+        axes[1].set_ylabel("anomaly index")
+        for ax in axes:
+            ax.set_xlabel("class" + ("" if target is None else " (red: the backdoor target)"))
+            ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        fig.suptitle(f"Trigger reconstruction: {plot_title(report)}", fontsize=9)
+        return save_plot(fig, path)
+
+    def csv_rows(self, report):
+        for c in report.get("reconstruct", {}).get("classes", []):
+            notes = [word for word, on in (("target", c["class"] == report["target_class"]), ("flagged", c["flagged"]))
+                     if on]
+            yield {"defence": "reconstruct", "setting": f"class {c['class']} min budget {c['min_budget']:.3g}/255",
+                   "value": c["anomaly_index"], "note": " ".join(notes)}
+
+    def summary_cells(self, report):
+        rec = report.get("reconstruct")
+        if not rec:
+            return ["-"]
+        target = next((c for c in rec["classes"] if c["class"] == report["target_class"]), None)
+        index = ("-" if target is None else
+                 "n/a (no spread)" if target["anomaly_index"] is None else f"{target['anomaly_index']:.2f}")
+        return [f"{', '.join(map(str, rec['flagged'])) or 'none'}; target {index}"]

@@ -20,6 +20,7 @@ from dassl_compat.checkpoint import get_rng_state, set_rng_state
 from ..coop import CoOp
 from ..validation import defaults_of_unread_keys
 from ..zeroshot import DEFAULT_TEMPLATE
+from .base import Defence, ca_ba, plot_grid, plot_title, register_defence, save_plot
 from .robustness import evaluate_quietly, summary
 
 
@@ -88,3 +89,61 @@ def retune(run, opts, log, received=True):
             "backbone_sha256": after, "backbone_unchanged": before == after,
             "start": "received context" if received else f"words: {cfg.TRAINER.COOP.CTX_INIT}",
             "num_trusted": len(trainer.dm.dataset.train_x)}
+
+
+@register_defence
+class Retune(Defence):
+    """The received context tuned again on the trusted clean set, and a context from words tuned the
+    same way, CA and BA after every epoch (prompt-learning runs only). Builds its own trainers."""
+
+    name = "retune"
+    uses_run_trainer = False
+    summary_headers = ("re-tuned CA / BA", "from words CA / BA")
+    VARIANTS = ("received", "from_words")
+
+    def measure(self, context):
+        cfg, run, settings, log = context.cfg, context.run, context.settings, context.log
+        if not is_prompt_learning(cfg):
+            return {"retune": {"skipped": f"{cfg.TRAINER.NAME} learns no prompt context to re-tune"}}
+        context.say(f"  retune: {settings.retune_epochs} epoch(s) on {context.shots} trusted shots per class "
+                    f"(seed {context.seed})")
+        common = dict(cfg=cfg, run=run, own_trigger=run.results["backdoor"] is not None, shots=context.shots,
+                      seed=context.seed, epochs=settings.retune_epochs, lr=settings.retune_lr or None)
+        received = context.opts + defender_opts(**common)
+        from_words = context.opts + defender_opts(**common, words=init_words(cfg))
+        return {"retune": {"lr": settings.retune_lr or cfg.OPTIM.LR, "received": retune(run, received, log),
+                           "from_words": retune(run, from_words, log, received=False)}}
+
+    def plot(self, report, path):
+        if "received" not in report.get("retune", {}):
+            return None
+        fig, axes = plot_grid(1, width=5, height=3.4)
+        ax = axes[0]
+        for key, style in (("received", "-"), ("from_words", ":")):
+            epochs = report["retune"][key]["epochs"]
+            x = [e["epoch"] for e in epochs]
+            ax.plot(x, [e["clean_accuracy"] for e in epochs], "o" + style, color="C0",
+                    label=f"CA, {key.replace('_', ' ')}")
+            if epochs[0]["backdoor_accuracy"] is not None:
+                ax.plot(x, [e["backdoor_accuracy"] for e in epochs], "s" + style, color="C3",
+                        label=f"BA, {key.replace('_', ' ')}")
+        ax.set_xlabel("epochs of tuning on the trusted clean set")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.set_title(f"Re-tuning: {plot_title(report)}", fontsize=9)
+        return save_plot(fig, path)
+
+    def csv_rows(self, report):
+        for variant in self.VARIANTS:
+            for e in report.get("retune", {}).get(variant, {}).get("epochs", []):
+                yield {"defence": f"retune_{variant}", "setting": f"epoch {e['epoch']}",
+                       **{k: e[k] for k in ("clean_accuracy", "backdoor_accuracy", "asr_non_target")}}
+
+    def summary_cells(self, report):
+        cells = []
+        for variant in self.VARIANTS:
+            epochs = report.get("retune", {}).get(variant, {}).get("epochs")
+            cells.append(ca_ba(epochs[-1]) if epochs else "-")
+        return cells

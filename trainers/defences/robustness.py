@@ -20,6 +20,11 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.io import decode_jpeg, encode_jpeg
 
+from dassl_compat import Registry, register_as
+
+from .base import Defence, ca_ba, plot_grid, plot_title, register_defence, save_plot
+from .data import modality
+
 
 def jpeg(images, quality, generator=None):
     """Re-encode as 8-bit JPEG at ``quality`` (1-100) and decode."""
@@ -98,7 +103,9 @@ class Countermeasure:
     modalities: tuple = ("xray", "histology")
 
 
-COUNTERMEASURES = {c.name: c for c in (
+# Registered by name in a Dassl Registry (``--countermeasures NAME``), in the tables' order.
+COUNTERMEASURE_REGISTRY = Registry("COUNTERMEASURE")
+for _countermeasure in (
     Countermeasure("jpeg", jpeg, "JPEG quality", (0, 95, 85, 75, 50, 30), (0, 50)),
     Countermeasure("blur", blur, "Gaussian sigma (px)", (0, 0.5, 1, 2, 3), (0, 2)),
     Countermeasure("resize", resize, "size reduction (fraction)", (0, 0.25, 0.5, 0.75), (0, 0.5)),
@@ -107,12 +114,18 @@ COUNTERMEASURES = {c.name: c for c in (
     Countermeasure("crop", random_crop, "crop/shift (fraction of side)", (0, 0.05, 0.1, 0.2, 0.3), (0, 0.2)),
     Countermeasure("window", window, "intensity range clipped (fraction)", (0, 0.1, 0.2, 0.3, 0.4), (0, 0.3),
                    modalities=("xray",)),
-)}
+):
+    register_as(COUNTERMEASURE_REGISTRY, _countermeasure.name)(_countermeasure)
+
+
+def countermeasures():
+    """{name: Countermeasure} of every registered countermeasure, in registration order."""
+    return {name: COUNTERMEASURE_REGISTRY.get(name) for name in COUNTERMEASURE_REGISTRY.registered_names()}
 
 
 def countermeasures_for(modality):
     """The countermeasures that apply to a dataset's modality (windowing: X-rays only)."""
-    return [c for c in COUNTERMEASURES.values() if modality in c.modalities]
+    return [c for c in countermeasures().values() if modality in c.modalities]
 
 
 def batches_in_memory(trainer, max_bytes=2 ** 30):
@@ -158,3 +171,93 @@ def sweep(trainer, countermeasures, quick=False, seed=0, log=None):
             points.append({"strength": strength, **evaluate_quietly(trainer, log, loader=loader, transform=purify)})
         out[countermeasure.name] = {"parameter": countermeasure.parameter, "points": points}
     return unpurified, out
+
+
+def strength_label(strength):
+    return "off" if strength == 0 else f"{strength:g}"
+
+
+@register_defence
+class Robustness(Defence):
+    """CA, BA and ASR with each input purifier in front of the model, per strength; and the unpurified
+    evaluation against the run's ``results.json`` (``reference``)."""
+
+    name = "robustness"
+    summary_headers = ("CA / BA",)
+
+    def measure(self, context):
+        settings, trainer, results = context.settings, context.trainer, context.results
+        context.say("  robustness")
+        chosen = ([countermeasures()[name] for name in settings.countermeasures] if settings.countermeasures
+                  else countermeasures_for(modality(trainer.cfg)))
+        unpurified, swept = sweep(trainer, chosen, settings.quick_strengths, settings.seed, context.log)
+        recorded = {"clean_accuracy": results["clean"]["accuracy"],
+                    "backdoor_accuracy": (results["backdoor"] or {}).get("accuracy")}
+        same_ba = (recorded["backdoor_accuracy"] is None
+                   or unpurified["backdoor_accuracy"] == recorded["backdoor_accuracy"])
+        reference = {"results_json": recorded, "unpurified": unpurified,
+                     "matches_results_json": unpurified["clean_accuracy"] == recorded["clean_accuracy"] and same_ba}
+        return {"reference": reference, "robustness": swept}
+
+    def plot(self, report, path, curves=None):
+        """CA and BA against strength, one panel per countermeasure; ``curves``: {label: report} to overlay runs."""
+        if "robustness" not in report:
+            return None
+        from scripts.figures import plt
+
+        curves = curves or {None: report}
+        names = list(report["robustness"])
+        fig, axes = plot_grid(len(names))
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for ax, name in zip(axes, names):
+            for k, (label, rep) in enumerate(curves.items()):
+                swept = rep.get("robustness", {}).get(name)
+                if swept is None:
+                    continue
+                points = swept["points"]
+                x = range(len(points))
+                prefix = "" if label is None else f"{label} "
+                colour_ca, colour_ba = (colours[0], colours[3]) if label is None else (colours[k % 10],) * 2
+                ax.plot(x, [p["clean_accuracy"] for p in points], "o-", color=colour_ca, label=f"{prefix}CA")
+                if points[0]["backdoor_accuracy"] is not None:
+                    ax.plot(x, [p["backdoor_accuracy"] for p in points], "s--", color=colour_ba, label=f"{prefix}BA")
+                ax.set_xticks(list(x), [strength_label(p["strength"]) for p in points])
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel(report["robustness"][name]["parameter"], fontsize=8)
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=6)
+        title = "CA (solid) and BA (dashed) under input purifiers"
+        fig.suptitle(title if len(curves) > 1 else f"{title}: {plot_title(report)}", fontsize=10)
+        return save_plot(fig, path)
+
+    def csv_rows(self, report):
+        for countermeasure, swept in report.get("robustness", {}).items():
+            for p in swept["points"]:
+                yield {"defence": countermeasure, "setting": f"{swept['parameter']} {strength_label(p['strength'])}",
+                       **{k: p[k] for k in ("clean_accuracy", "backdoor_accuracy", "asr_non_target")}}
+
+    def summary_cells(self, report):
+        reference = report.get("reference", {}).get("unpurified")
+        return [ca_ba(reference) if reference else "-"]
+
+    def markdown_section(self, reports):
+        if not any("robustness" in r for r in reports.values()):
+            return []
+        lines = ["CA / BA per purifier strength (strengths: off, then increasing):", "",
+                 "| run | purifier | " + "CA / BA at each strength |", "|---|---|---|"]
+        for name, r in reports.items():
+            for countermeasure, swept in r.get("robustness", {}).items():
+                cells = "; ".join(f"{strength_label(p['strength'])}: {ca_ba(p)}" for p in swept["points"])
+                lines.append(f"| {name} | {countermeasure} ({swept['parameter']}) | {cells} |")
+        return lines
+
+    def plots_across(self, reports, out_dir):
+        """``defences.png``: CA and BA of every run under each purifier, overlaid."""
+        import os.path as osp
+
+        with_sweep = {name: r for name, r in reports.items() if "robustness" in r}
+        if not with_sweep:
+            return {}
+        first = next(iter(with_sweep.values()))
+        return {"png": self.plot(first, osp.join(out_dir, "defences.png"), curves=with_sweep)}

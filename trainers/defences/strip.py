@@ -10,6 +10,9 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from . import data
+from .base import Defence, fmt, plot_grid, plot_title, register_defence, save_plot
+
 
 @torch.no_grad()
 def mean_entropies(trainer, images, overlays, draws, batch_size):
@@ -54,3 +57,40 @@ def strip(trainer, trigger, images, overlays, num_overlays, seed=0, false_alarm=
             "false_alarm_rate": false_alarm, "threshold": float(threshold),
             "detection_rate": float((triggered.numpy() < threshold).mean()),
             "triggered_entropy": triggered.tolist(), "triggered_entropy_mean": float(triggered.mean())}
+
+
+@register_defence
+class Strip(Defence):
+    """STRIP on ``strip_images`` test images, clean and triggered, each blended with ``strip_overlays``
+    trusted clean images."""
+
+    name = "strip"
+    summary_headers = ("STRIP AUC",)
+
+    def measure(self, context):
+        settings, trainer = context.settings, context.trainer
+        trusted, _ = context.trusted()
+        context.say(f"  strip: {settings.strip_images} test images x {settings.strip_overlays} overlays")
+        images, _ = data.test_subset(trainer, settings.strip_images, settings.seed)
+        return {"strip": strip(trainer, context.trigger, images, trusted, settings.strip_overlays, settings.seed)}
+
+    def plot(self, report, path):
+        if "strip" not in report:
+            return None
+        fig, axes = plot_grid(1, width=5, height=3.4)
+        ax, s = axes[0], report["strip"]
+        ax.hist(s["clean_entropy"], bins=20, alpha=0.6, label="clean", color="C0")
+        if s["triggered_entropy"] is not None:
+            ax.hist(s["triggered_entropy"], bins=20, alpha=0.6, label="triggered", color="C3")
+        ax.set_xlabel("mean prediction entropy under superimposition (nats)")
+        ax.legend(fontsize=7)
+        auc = "n/a (no trigger)" if s["auc"] is None else f"{s['auc']:.3f}"
+        ax.set_title(f"STRIP, AUC {auc}: {plot_title(report)}", fontsize=9)
+        return save_plot(fig, path)
+
+    def csv_rows(self, report):
+        if "strip" in report:
+            yield {"defence": "strip", "setting": "roc_auc", "value": report["strip"]["auc"]}
+
+    def summary_cells(self, report):
+        return [fmt(report.get("strip", {}).get("auc"))]
