@@ -6,7 +6,7 @@ setup(
     description="Backdoor attacks on medical vision-language foundation models via prompt learning (BAPLe) "
     "and the baselines it is compared against",
     python_requires=">=3.10",
-    packages=find_packages(include=["dassl_compat*", "trainers*", "datasets*", "clip_models*", "configs*", "scripts*"]),
+    packages=find_packages(include=["common*", "dassl_compat*", "trainers*", "datasets*", "clip_models*", "configs*", "scripts*"]),
     py_modules=["train"],
     package_data={"configs": ["**/*.yaml"], "clip_models": ["assets/*", "demo/model/*", "demo/README.md"],
                   "scripts": ["*.csv"]},

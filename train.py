@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 
-from configs.errors import InputError
+from common.errors import InputError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
@@ -192,7 +192,7 @@ def run(argv=None):
     """Entry point with the project's exit codes; returns the code instead of exiting. SIGTERM (a
     scheduler's stop) is handled like Ctrl-C: a checkpoint being written is removed, and the message
     says how to resume."""
-    from dassl_compat import CheckpointError
+    from common.errors import CheckpointError
 
     args = build_parser().parse_args(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()  # where handlers can be set

@@ -497,7 +497,7 @@ def main(argv=None):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
-    from configs.errors import InputError
+    from common.errors import InputError
     from dassl_compat import write_json
 
     # The configs' 4 loader workers are what users run, also on this benchmark's small CPUs.
@@ -536,7 +536,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from configs.errors import InputError
+    from common.errors import InputError
 
     try:
         main()

@@ -1,5 +1,5 @@
 """Backbones by name: ``@register_backbone("name")`` on a ``MedFMBackbone`` subclass, ``build_backbone``."""
-from configs.errors import InputError
+from common.errors import InputError
 
 _BACKBONES = {}
 

@@ -21,7 +21,7 @@ import os.path as osp
 import random
 import secrets
 
-from configs.errors import InputError
+from common.errors import InputError
 from dassl_compat import DatasetBase, Datum, read_json, write_json
 
 from .imageio import image_problem, unreadable

@@ -19,7 +19,7 @@ import os.path as osp
 import numpy as np
 from PIL import Image, ImageDraw
 
-from configs.errors import InputError
+from common.errors import InputError
 
 from .covid import Covid
 from .digestpath import DigestPath

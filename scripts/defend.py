@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, replace
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from configs.errors import InputError  # noqa: E402
+from common.errors import InputError  # noqa: E402
 from scripts.figures import plt, save_png  # noqa: E402
 from scripts.methods import method_name  # noqa: E402
 from scripts.report import find_runs  # noqa: E402

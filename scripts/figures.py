@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from yacs.config import CfgNode  # noqa: E402
 
-from configs.errors import InputError  # noqa: E402
+from common.errors import InputError  # noqa: E402
 from dassl_compat import DATASET_REGISTRY, build_transform, read_json  # noqa: E402
 from dassl_compat.checkpoint import atomic_write  # noqa: E402
 from scripts.methods import method_name  # noqa: E402

@@ -27,7 +27,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from configs.errors import InputError  # noqa: E402
+from common.errors import InputError  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BACKBONE = "biomedclip"  # the demo model's architecture (open_clip CustomTextCLIP with a BERT tower)
@@ -208,7 +208,7 @@ def main(argv=None):
 
 def run(argv=None):
     """Entry point with train.py's exit codes: 0 success, 2 bad input (one line naming the fix)."""
-    from dassl_compat import CheckpointError
+    from common.errors import CheckpointError
 
     try:
         main(argv)

@@ -20,7 +20,7 @@ import os.path as osp
 import sys
 from dataclasses import dataclass
 
-from configs.errors import InputError
+from common.errors import InputError
 from scripts.methods import METHODS, method_name
 
 PAPER_NUMBERS = osp.join(osp.dirname(osp.abspath(__file__)), "paper_numbers.csv")

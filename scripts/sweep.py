@@ -37,7 +37,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from configs.errors import InputError
+from common.errors import InputError
 from scripts.methods import METHOD_BY_NAME, METHODS
 
 CONFIGS = osp.dirname(osp.abspath(__import__("configs").__file__))

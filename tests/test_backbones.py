@@ -11,7 +11,7 @@ import clip_models
 from clip_models import TokenizedText, available_backbones, build_backbone
 from clip_models.registry import _check_placeholder
 from clip_models.standins import write_hub_repo
-from configs.errors import InputError
+from common.errors import InputError
 
 BACKBONES = ["biomedclip", "clip", "medclip", "plip", "quiltnet"]
 CLASS_NAMES = ["normal lung", "covid", "colorectal adenocarcinoma epithelium"]

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import datasets  # noqa: F401  (registers the six datasets)
-from configs.errors import InputError
+from common.errors import InputError
 from dassl_compat import DATASET_REGISTRY, DataManager
 from datasets import ImageDataset, load_image
 from datasets.synthetic import DATASETS, generate

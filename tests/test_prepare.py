@@ -16,7 +16,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
 
 import datasets  # noqa: F401  (registers the six datasets)
-from configs.errors import InputError
+from common.errors import InputError
 from dassl_compat import DATASET_REGISTRY
 from datasets.prepare import common, covid, digestpath, kather, mimic, pannuke, rsna18
 from helpers_data import dataset_cfg, listing, write_png

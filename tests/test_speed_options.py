@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import datasets  # noqa: F401  (registers the datasets)
 import trainers  # noqa: F401  (registers the trainers)
 from clip_models import build_backbone
-from configs.errors import InputError
+from common.errors import InputError
 from helpers_runs import build, run_cfg
 
 BACKBONES = ["biomedclip", "clip", "medclip", "plip", "quiltnet"]

@@ -21,7 +21,7 @@ import os.path as osp
 import torch
 import torch.nn.functional as F
 
-from configs.errors import InputError
+from common.errors import InputError
 from dassl_compat import TRAINER_REGISTRY, compute_accuracy
 from dassl_compat.checkpoint import latest_checkpoint, load_checkpoint
 

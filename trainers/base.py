@@ -21,7 +21,7 @@ from tqdm import tqdm
 from yacs.config import CfgNode
 
 from clip_models import build_backbone
-from configs.errors import InputError
+from common.errors import InputError
 from dassl_compat import DataManager, TrainerX, read_json, write_json
 from dassl_compat.checkpoint import get_rng_state, set_rng_state
 from datasets.wrapper import ImageDataset

@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clip_models.base import TokenizedText
-from configs.errors import InputError
+from common.errors import InputError
 from dassl_compat import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer, compute_accuracy
 
 from .base import PRECISIONS, BackdoorTrainer, CLIPClassifier, freeze

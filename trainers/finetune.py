@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from configs.errors import InputError
+from common.errors import InputError
 from dassl_compat import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer, compute_accuracy
 
 from .base import PRECISIONS, BackdoorTrainer, CLIPClassifier, freeze

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from configs.errors import InputError
+from common.errors import InputError
 
 from ..imageio import IMAGE_EXTENSIONS
 

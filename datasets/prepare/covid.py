@@ -7,7 +7,7 @@ so the split is a per-class stratified random one over images (default 50/50).
 """
 import os.path as osp
 
-from configs.errors import InputError
+from common.errors import InputError
 
 from ..covid import Covid
 from . import common

@@ -21,7 +21,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from configs.errors import InputError
+from common.errors import InputError
 
 from ..digestpath import DigestPath
 from . import common

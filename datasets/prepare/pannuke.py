@@ -21,7 +21,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from configs.errors import InputError
+from common.errors import InputError
 
 from ..pannuke import PanNuke
 from . import common

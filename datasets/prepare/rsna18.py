@@ -18,7 +18,7 @@ import numpy as np
 import pydicom
 from PIL import Image
 
-from configs.errors import InputError
+from common.errors import InputError
 
 from ..rsna18 import RSNA18
 from . import common

@@ -1,7 +1,7 @@
 """Poisoning attacks, selected by ``BACKDOOR.ATTACK`` and used alike by prompt learning (CoOp) and
 full fine-tuning. Each is one small module implementing ``Trigger``; a builder registered here
 turns the config into it. BAPLe's own learnable trigger is built by its trainer."""
-from configs.errors import InputError
+from common.errors import InputError
 
 from .base import POSITIONS, Trigger
 from .fiba import FrequencyTrigger, build_fiba

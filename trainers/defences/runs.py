@@ -15,7 +15,7 @@ from yacs.config import CfgNode
 
 import datasets  # noqa: F401  (registers the datasets)
 from configs.defaults import get_cfg
-from configs.errors import InputError
+from common.errors import InputError
 from dassl_compat import DATASET_REGISTRY, build_trainer, build_transform, read_json, set_random_seed
 from datasets.wrapper import ImageDataset
 
