@@ -15,7 +15,9 @@ import torch
 from PIL import Image
 
 from helpers_runs import REPO, run_cfg, train
-from scripts import figures, report, sweep
+from scripts import figures, report
+from scripts.sweep import command as sweep
+from scripts.sweep import lock
 
 BACKBONE = "quiltnet"  # the cheapest stand-in
 TINY = ["USE_CUDA=False", "VERBOSE=False", "DATASET.NUM_SHOTS=4", "OPTIM.MAX_EPOCH=1", "DATALOADER.NUM_WORKERS=0",
@@ -153,7 +155,7 @@ def test_a_failed_run_is_reported_and_the_sweep_goes_on(standins, synthetic_root
     assert os.path.join(failed, "sweep.log") in printed.out
     assert os.path.isfile(os.path.join(base, "BACKDOOR.ORDER=patch_then_noise", "target0", "seed1", "results.json"))
 
-    assert sweep.main(sweep_argv(synthetic_root, tmp_path, standins[BACKBONE], "--methods", "BadNets")) == 2
+    assert sweep.run(sweep_argv(synthetic_root, tmp_path, standins[BACKBONE], "--methods", "BadNets")) == 2
     assert sweep.main(sweep_argv(synthetic_root, tmp_path, standins[BACKBONE], "--methods", "BAPLe",
                                  "--targets", "2")) == 2
     assert sweep.main(sweep_argv(synthetic_root, tmp_path, standins[BACKBONE], "--methods", "ZeroShot",
@@ -164,21 +166,21 @@ def test_a_failed_run_is_reported_and_the_sweep_goes_on(standins, synthetic_root
 
 
 def test_run_locks_keep_live_holders_and_take_over_dead_ones(tmp_path):
-    held = sweep.RunLock(str(tmp_path))
+    held = lock.RunLock(str(tmp_path))
     assert held.acquire()
-    assert not sweep.RunLock(str(tmp_path)).acquire()  # a live holder keeps it
+    assert not lock.RunLock(str(tmp_path)).acquire()  # a live holder keeps it
     held.release()
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    with open(tmp_path / sweep.LOCK, "w") as f:
+    with open(tmp_path / lock.LOCK, "w") as f:
         json.dump({"host": socket.gethostname(), "pid": int(dead.stdout), "token": "gone"}, f)
-    taker = sweep.RunLock(str(tmp_path))
+    taker = lock.RunLock(str(tmp_path))
     assert taker.acquire() and taker.holder()["token"] == taker.token
 
-    os.utime(tmp_path / sweep.LOCK, (time.time() - 2 * sweep.STALE_LOCK_S,) * 2)  # not refreshed: stale
-    assert sweep.RunLock(str(tmp_path)).acquire()
+    os.utime(tmp_path / lock.LOCK, (time.time() - 2 * lock.STALE_LOCK_S,) * 2)  # not refreshed: stale
+    assert lock.RunLock(str(tmp_path)).acquire()
     taker.release()  # no longer its lock: left alone
-    assert os.path.exists(tmp_path / sweep.LOCK)
+    assert os.path.exists(tmp_path / lock.LOCK)
 
 
 def test_submitit_local_executor_runs_clean_pl_then_baple_from_it(standins, synthetic_root, tmp_path):
