@@ -536,10 +536,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from common.errors import InputError
+    from common import cli
 
-    try:
-        main()
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    cli.exit_with(main, interrupted="the results of the finished backbones are in --json")

@@ -17,13 +17,14 @@ split into more tokens than under the real vocabularies.
 Tokenizers build offline: the CLIP BPE vocabulary from open_clip's bundled merges, and a small
 WordPiece vocabulary for the BERT towers. Everything is seeded, so two runs write the same files.
 """
-import argparse
 import gzip
 import hashlib
 import json
 import os
 
 import torch
+
+from common import cli
 
 from .registry import backbone_class
 
@@ -250,16 +251,16 @@ def write_standins(cache_dir, full_size=False, names=STANDIN_NAMES):
     return {name: writers[name]() for name in names}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv=None):
+    parser = cli.parser("python -m clip_models.standins", __doc__.split("\n\n")[0])
     parser.add_argument("--cache", required=True, help="hub-cache folder to write (use it as HF_HUB_CACHE)")
     parser.add_argument("--full-size", action="store_true", help="the real models' sizes (random weights)")
     parser.add_argument("--only", nargs="+", choices=STANDIN_NAMES, default=STANDIN_NAMES, help="these backbones")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for name, weights in write_standins(args.cache, args.full_size, args.only).items():
         print(f"{name}: MODEL.BACKBONE.WEIGHTS={weights}")
     print(f"load them with HF_HUB_OFFLINE=1 HF_HUB_CACHE={os.path.abspath(args.cache)}")
 
 
 if __name__ == "__main__":
-    main()
+    cli.exit_with(main)

@@ -49,16 +49,16 @@ def _with_aliases(action, aliases):
     return action
 
 
-def add_root(p, help="the datasets root (DATASET.ROOT)", aliases=ROOT_ALIASES, **kwargs):
-    """``--root DIR``, the data root, with its older spellings as aliases."""
+def add_root(p, help="the datasets root (DATASET.ROOT)", aliases=ROOT_ALIASES, dest="root", **kwargs):
+    """``--root DIR``, the data root, with its older spellings as aliases (``args.root``)."""
     kwargs.setdefault("default", "")
-    return _with_aliases(p.add_argument("--root", *aliases, dest="root", help=help, **kwargs), aliases)
+    return _with_aliases(p.add_argument("--root", *aliases, dest=dest, help=help, **kwargs), aliases)
 
 
-def add_output_dir(p, help="output folder (OUTPUT_DIR)", aliases=OUTPUT_DIR_ALIASES, **kwargs):
-    """``--output-dir DIR``, where the command writes, with its older spellings as aliases."""
+def add_output_dir(p, help="output folder (OUTPUT_DIR)", aliases=OUTPUT_DIR_ALIASES, dest="output_dir", **kwargs):
+    """``--output-dir DIR``, where the command writes, with its older spellings as aliases (``args.output_dir``)."""
     kwargs.setdefault("default", "")
-    return _with_aliases(p.add_argument("--output-dir", *aliases, dest="output_dir", help=help, **kwargs), aliases)
+    return _with_aliases(p.add_argument("--output-dir", *aliases, dest=dest, help=help, **kwargs), aliases)
 
 
 class _SetOverrides(argparse.Action):

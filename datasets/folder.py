@@ -143,7 +143,7 @@ class FolderDataset(DatasetBase):
         dataset_dir = osp.join(root, cls.dataset_dir)
         if not osp.isdir(dataset_dir):
             raise InputError(f"{dataset_dir} does not exist; build it with python -m "
-                             f"datasets.prepare.{cls.dataset_dir} --raw DIR --out {root} "
+                             f"datasets.prepare.{cls.dataset_dir} --raw DIR --root {root} "
                              f"(or python -m datasets.synthetic for a synthetic stand-in)")
         return dataset_dir
 

@@ -14,12 +14,10 @@
   class, circles clean and crosses triggered (the paper's Figure 3). ``--trigger-from`` takes the
   trigger of another run, e.g. to look at a clean model under BAPLe's trigger.
 
-``--data-root`` replaces the runs' DATASET.ROOT when the data has moved since.
+``--root`` (alias ``--data-root``) replaces the runs' DATASET.ROOT when the data has moved since.
 """
-import argparse
 import math
 import os.path as osp
-import sys
 
 import matplotlib
 
@@ -28,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from yacs.config import CfgNode  # noqa: E402
 
+from common import cli  # noqa: E402
 from common.errors import InputError  # noqa: E402
 from dassl_compat import DATASET_REGISTRY, build_transform, read_json  # noqa: E402
 from dassl_compat.checkpoint import atomic_write  # noqa: E402
@@ -195,8 +194,7 @@ def save_tsne(run_dir, path=None, max_images=400, trigger_from="", data_root=Non
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m scripts.figures", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("python -m scripts.figures", __doc__)
     commands = p.add_subparsers(dest="command", required=True)
     trigger = commands.add_parser("trigger", help="each run's trigger picture (RUN/trigger.png)")
     trigger.add_argument("runs", nargs="+")
@@ -209,22 +207,23 @@ def main(argv=None):
     tsne.add_argument("--max-images", type=int, default=400, help="test images used (default 400)")
     tsne.add_argument("--trigger-from", default="", help="a run whose trigger to apply (default: the run's own)")
     for command in (trigger, grid, tsne):
-        command.add_argument("--data-root", default=None, help="DATASET.ROOT, if the data has moved since the runs")
+        cli.add_root(command, default=None, help="DATASET.ROOT, if the data has moved since the runs")
     args = p.parse_args(argv)
-    try:
-        if args.command == "trigger":
-            written = [save_trigger_picture(run, data_root=args.data_root) for run in args.runs]
-        elif args.command == "grid":
-            written = [save_trigger_grid(args.paths, args.out, args.cols, args.data_root)]
-        else:
-            written = [save_tsne(run, max_images=args.max_images, trigger_from=args.trigger_from,
-                                 data_root=args.data_root) for run in args.runs]
-    except InputError as e:
-        print(f"error: {e}", flush=True)
-        return 2
+    if args.command == "trigger":
+        written = [save_trigger_picture(run, data_root=args.root) for run in args.runs]
+    elif args.command == "grid":
+        written = [save_trigger_grid(args.paths, args.out, args.cols, args.root)]
+    else:
+        written = [save_tsne(run, max_images=args.max_images, trigger_from=args.trigger_from,
+                             data_root=args.root) for run in args.runs]
     print("Written: " + ", ".join(written))
     return 0
 
 
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_with(main)

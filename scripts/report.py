@@ -11,7 +11,6 @@ values of ``--by`` keys; runs in one cell that differ in other config values (BA
 not) are reported with a warning. ``--paper`` puts the published numbers beside ours
 (``scripts/paper_numbers.csv``, transcribed from the paper's Tables 1-2).
 """
-import argparse
 import csv
 import io
 import math
@@ -20,6 +19,7 @@ import os.path as osp
 import sys
 from dataclasses import dataclass
 
+from common import cli
 from common.errors import InputError
 from scripts.methods import METHODS, method_name
 
@@ -286,22 +286,22 @@ def report(root, out=None, by=(), with_paper=False):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m scripts.report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("python -m scripts.report", __doc__)
     p.add_argument("root", help="folder searched for results.json files (a sweep's --out)")
     p.add_argument("--out", default=None, help="output prefix (default ROOT/report)")
     p.add_argument("--by", nargs="+", default=[], metavar="KEY", help="config keys that split rows")
     p.add_argument("--paper", action="store_true", help="show the paper's published CA/BA beside ours")
     args = p.parse_args(argv)
-    try:
-        paths, text = report(args.root, args.out, args.by, args.paper)
-    except InputError as e:
-        print(f"error: {e}", flush=True)
-        return 2
+    paths, text = report(args.root, args.out, args.by, args.paper)
     print(text)
     print("Written: " + ", ".join(paths.values()))
     return 0
 
 
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_with(main)

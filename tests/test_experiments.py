@@ -156,9 +156,9 @@ def test_a_failed_run_is_reported_and_the_sweep_goes_on(standins, synthetic_root
     assert os.path.isfile(os.path.join(base, "BACKDOOR.ORDER=patch_then_noise", "target0", "seed1", "results.json"))
 
     assert sweep.run(sweep_argv(synthetic_root, tmp_path, standins[BACKBONE], "--methods", "BadNets")) == 2
-    assert sweep.main(sweep_argv(synthetic_root, tmp_path, standins[BACKBONE], "--methods", "BAPLe",
+    assert sweep.run(sweep_argv(synthetic_root, tmp_path, standins[BACKBONE], "--methods", "BAPLe",
                                  "--targets", "2")) == 2
-    assert sweep.main(sweep_argv(synthetic_root, tmp_path, standins[BACKBONE], "--methods", "ZeroShot",
+    assert sweep.run(sweep_argv(synthetic_root, tmp_path, standins[BACKBONE], "--methods", "ZeroShot",
                                  "--set", "BACKDOOR.TARGT_CLASS=1")) == 2  # found in the project process
     printed = capsys.readouterr().out
     assert "error: Unknown method 'BadNets'" in printed and "error: --targets 2 is not a class of covid" in printed

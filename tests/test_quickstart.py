@@ -29,7 +29,7 @@ def test_demo_model_is_small_and_loads_from_a_moved_copy_of_its_folder(tmp_path)
 def test_build_script_defaults_are_the_shipped_models_recipe_and_its_output_loads(tmp_path):
     from dataclasses import asdict
 
-    from clip_models.demo import build
+    from scripts import build_demo_model as build
     from dassl_compat import read_json
 
     shipped = read_json(osp.join(MODEL_DIR, "open_clip_config.json"))
@@ -37,7 +37,7 @@ def test_build_script_defaults_are_the_shipped_models_recipe_and_its_output_load
     tiny = ["--steps", "2", "--images-per-class", "2", "--batch-size", "4", "--image-size", "128",
             "--vision-width", "32", "--vision-layers", "1", "--vision-head-width", "16", "--text-width", "32",
             "--text-layers", "1", "--embed-dim", "16"]
-    build.main(["--out", str(tmp_path / "tiny")] + tiny)
+    build.main(["--output-dir", str(tmp_path / "tiny")] + tiny)
     backbone = build_backbone("biomedclip", str(tmp_path / "tiny"))
     assert backbone.image_size == 128
     features = backbone.encode_text(["an H&E image patch of adipose tissue."])
