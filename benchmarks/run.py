@@ -33,7 +33,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -535,7 +534,17 @@ def main(argv=None):
           f"-> {report['environment']['load_average_end']}; results written to {args.json}")
 
 
+INTERRUPTED = "what the finished backbones measured is in --json"
+
+
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    from common import cli
+
+    return cli.run(main, argv, interrupted=INTERRUPTED)
+
+
 if __name__ == "__main__":
     from common import cli
 
-    cli.exit_with(main, interrupted="the results of the finished backbones are in --json")
+    cli.exit_with(main, interrupted=INTERRUPTED)

@@ -262,5 +262,11 @@ def main(argv=None):
     print(f"load them with HF_HUB_OFFLINE=1 HF_HUB_CACHE={os.path.abspath(args.cache)}")
 
 
+
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv)
+
+
 if __name__ == "__main__":
     cli.exit_with(main)

@@ -131,5 +131,11 @@ def main(argv=None):
     common.main(lambda out, **options: generate(out_root=out, **options), parser)(argv)
 
 
+
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv)
+
+
 if __name__ == "__main__":
     cli.exit_with(main)

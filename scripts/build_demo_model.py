@@ -383,5 +383,11 @@ def main(argv=None):
     print(f"wrote {args.output_dir}")
 
 
+
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv)
+
+
 if __name__ == "__main__":
     cli.exit_with(main)

@@ -179,7 +179,3 @@ def main(prepare, parser):
     with ``common.cli`` (an ``InputError`` ends the command with its one line and exit code 2)."""
     return lambda argv=None: prepare(**vars(parser.parse_args(argv)))
 
-
-def run(prepare, parser):
-    """``python -m datasets.prepare.<name>``: ``main(prepare, parser)`` on ``sys.argv``, then exit with its code."""
-    cli.exit_with(main(prepare, parser))

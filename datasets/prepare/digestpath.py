@@ -21,6 +21,7 @@ import re
 import numpy as np
 from PIL import Image
 
+from common import cli
 from common.errors import InputError
 
 from ..digestpath import DigestPath
@@ -137,5 +138,13 @@ def command():
     return parser
 
 
+main = common.main(prepare, command())
+
+
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv)
+
+
 if __name__ == "__main__":
-    common.run(prepare, command())
+    cli.exit_with(main)

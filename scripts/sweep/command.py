@@ -64,3 +64,8 @@ def main(argv=None):
         print(f"Interrupted; {INTERRUPTED}", flush=True)
         return EXIT_FAILED
     return 0 if outcomes is None else summarise(outcomes)
+
+
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv, interrupted=INTERRUPTED)
