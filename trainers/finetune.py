@@ -14,7 +14,7 @@ from common.errors import InputError
 from dassl_compat import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer, compute_accuracy
 
 from .base import PRECISIONS, BackdoorTrainer, CLIPClassifier, freeze
-from .coop import split_losses
+from .metrics import split_losses
 from .zeroshot import DEFAULT_TEMPLATE
 
 
