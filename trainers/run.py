@@ -60,8 +60,7 @@ class Run:
         from dassl_compat import read_json
 
         if not cls.is_run(path):
-            raise InputError(f"{what} {path}: no {RESULTS} there; give a finished run folder (train.py's "
-                             "--output-dir)")
+            raise InputError(f"{what} {path}: no {RESULTS} there; it must name a finished run folder")
         file = osp.join(path, RESULTS)
         try:
             results = read_json(file)
