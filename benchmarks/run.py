@@ -218,9 +218,7 @@ def fixed_batch(trainer, batch_size):
 
 def train_step(trainer, batch):
     def step():
-        trainer.set_model_mode("train")
-        trainer.batch_idx, trainer.num_batches = 0, 2  # not an epoch's last batch: no scheduler step
-        trainer.forward_backward(batch)
+        trainer.train_step(batch)  # not an epoch's last batch: no scheduler step
     return step
 
 
@@ -270,10 +268,10 @@ def padded_prompts(step, backbone):
     return run
 
 
-def evaluation(trainer, **attributes):
+def evaluation(trainer, **evaluate_args):
     def run():
-        with overridden(trainer, **attributes), contextlib.redirect_stdout(io.StringIO()):
-            trainer.evaluate()
+        with contextlib.redirect_stdout(io.StringIO()):
+            trainer.evaluate(**evaluate_args)
     return run
 
 
@@ -286,12 +284,12 @@ def two_pass_evaluation(trainer):
         trainer.set_model_mode("eval")
         trigger = trainer.eval_trigger()
         with trainer.autocast(trainer.precision()):
-            class_embeddings = trainer.model.class_embeddings()
+            context = trainer.model.eval_context()
             for apply in (None, trigger):
                 for batch in trainer.test_loader:
                     images, _ = trainer.parse_batch_test(batch)
                     images = images if apply is None else apply(images)
-                    trainer.model.logits(trainer.model.image_embeddings(images), class_embeddings).argmax(1).cpu()
+                    trainer.model.eval_logits(images, context).argmax(1).cpu()
     return run
 
 
@@ -365,9 +363,9 @@ def bench_backbone(name, args, device, precision, root, output_dir):
                          "before: per-sample trigger loop, whole batch back-propagated to the input"),
         "FineTune": (train_step(finetune, batch), args.batch_size, finetune, "image tower trained, clean"),
         "eval": (evaluation(baple), 2 * n_test, None, "clean + triggered in one pass"),
-        "eval, clean only": (evaluation(baple, eval_trigger=lambda: None), n_test, None, "no trigger"),
+        "eval, clean only": (evaluation(baple, trigger=None), n_test, None, "no trigger"),
         "eval, two passes": (two_pass_evaluation(baple), 2 * n_test, None, "before: clean pass, then triggered pass"),
-        "eval, no workers": (evaluation(baple, test_loader=loader_without_workers(baple.test_loader)), 2 * n_test,
+        "eval, no workers": (evaluation(baple, loader=loader_without_workers(baple.test_loader)), 2 * n_test,
                              None, f"before: DataLoader without the config's {baple.cfg.DATALOADER.NUM_WORKERS} "
                              "workers and pinned memory"),
     }

@@ -34,7 +34,6 @@ from common import cli  # noqa: E402
 from common.errors import InputError  # noqa: E402
 from scripts.figures import plt, save_png  # noqa: E402
 from scripts.methods import method_name  # noqa: E402
-from scripts.report import find_runs  # noqa: E402
 
 PARTS = ("robustness", "retune", "strip", "reconstruct")
 DEFENCE_FOLDER = "defences"
@@ -77,7 +76,7 @@ def timed(seconds, name):
 
 def robustness_part(trainer, results, settings, log):
     from trainers.defences import robustness as rob
-    from trainers.defences.runs import modality
+    from trainers.defences.data import modality
 
     chosen = ([rob.COUNTERMEASURES[name] for name in settings.countermeasures] if settings.countermeasures
               else rob.countermeasures_for(modality(trainer.cfg)))
@@ -90,34 +89,37 @@ def robustness_part(trainer, results, settings, log):
     return reference, sweep
 
 
-def retune_part(cfg, run_dir, own_trigger, out_dir, shots, seed, settings, log, say):
+def retune_part(cfg, run, opts, shots, seed, settings, log, say):
     from trainers.defences import retune as rt
 
     if not rt.is_prompt_learning(cfg):
         return {"skipped": f"{cfg.TRAINER.NAME} learns no prompt context to re-tune"}
     say(f"  retune: {settings.retune_epochs} epoch(s) on {shots} trusted shots per class (seed {seed})")
-    common = dict(cfg=cfg, run_dir=osp.abspath(run_dir), own_trigger=own_trigger, shots=shots, seed=seed,
+    common = dict(cfg=cfg, run=run, own_trigger=run.results["backdoor"] is not None, shots=shots, seed=seed,
                   epochs=settings.retune_epochs, lr=settings.retune_lr or None)
-    received = rt.defender_cfg(**common, output_dir=osp.join(out_dir, "retune"))
-    from_words = rt.defender_cfg(**common, output_dir=osp.join(out_dir, "retune_words"), words=rt.init_words(cfg))
-    return {"lr": received.OPTIM.LR, "received": rt.retune(received, log, load_from=run_dir),
-            "from_words": rt.retune(from_words, log)}
+    received = opts + rt.defender_opts(**common)
+    from_words = opts + rt.defender_opts(**common, words=rt.init_words(cfg))
+    return {"lr": settings.retune_lr or cfg.OPTIM.LR, "received": rt.retune(run, received, log),
+            "from_words": rt.retune(run, from_words, log, received=False)}
 
 
 def defend_run(run_dir, settings, trigger_from="", data_root="", say=print):
     """Evaluate the parts of ``settings`` on one run; writes ``RUN/defences/defences.json`` (and the
     plots) and returns its dict."""
     from dassl_compat import write_json
-    from trainers.defences import runs
+    from trainers.defences import data
     from trainers.defences.reconstruct import reconstruct
     from trainers.defences.strip import strip
+    from trainers.run import Run
 
     out_dir = osp.join(run_dir, DEFENCE_FOLDER)
-    results = runs.read_results(run_dir)
+    run = Run.open(run_dir)
+    results = run.results
+    opts = data.rebuild_opts(run, trigger_from, data_root)
     seconds = {}
-    with runs.open_log(osp.join(out_dir, "log.txt")) as log:
+    with data.open_log(osp.join(out_dir, "log.txt")) as log:
         with timed(seconds, "load"):
-            trainer = runs.load_run(run_dir, out_dir, log, trigger_from, data_root)
+            trainer = run.build_trainer(opts, out_dir, log=log)
         cfg, trigger = trainer.cfg, trainer.eval_trigger()
         seed = settings.trusted_seed if settings.trusted_seed >= 0 else max(cfg.SEED, 0) + TRUSTED_SEED_OFFSET
         shots = settings.trusted_shots or cfg.DATASET.NUM_SHOTS
@@ -136,11 +138,11 @@ def defend_run(run_dir, settings, trigger_from="", data_root="", say=print):
             with timed(seconds, "robustness"):
                 report["reference"], report["robustness"] = robustness_part(trainer, results, settings, log)
         if {"strip", "reconstruct"} & set(settings.parts):
-            trusted, trusted_labels = runs.trusted_images(cfg, shots, seed, log)
+            trusted, trusted_labels = data.trusted_images(cfg, shots, seed, log)
         if "strip" in settings.parts:
             say(f"  strip: {settings.strip_images} test images x {settings.strip_overlays} overlays")
             with timed(seconds, "strip"):
-                images, _ = runs.test_subset(trainer, settings.strip_images, settings.seed)
+                images, _ = data.test_subset(trainer, settings.strip_images, settings.seed)
                 report["strip"] = strip(trainer, trigger, images, trusted, settings.strip_overlays, settings.seed)
         if "reconstruct" in settings.parts:
             say(f"  reconstruct: {trainer.num_classes} classes, budgets "
@@ -153,8 +155,7 @@ def defend_run(run_dir, settings, trigger_from="", data_root="", say=print):
         del trainer  # the re-tuning builds its own models
         if "retune" in settings.parts:
             with timed(seconds, "retune"):
-                report["retune"] = retune_part(cfg, run_dir, results["backdoor"] is not None, out_dir, shots, seed,
-                                               settings, log, say)
+                report["retune"] = retune_part(cfg, run, opts, shots, seed, settings, log, say)
     report["timings_s"] = seconds
     report["plots"] = run_plots(report, out_dir)
     write_json(report, osp.join(out_dir, "defences.json"))
@@ -418,11 +419,13 @@ def settings_from(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     settings = settings_from(args)
-    if args.trigger_from and not osp.isfile(osp.join(args.trigger_from, "results.json")):
-        raise InputError(f"--trigger-from {args.trigger_from}: no results.json there; give a finished run folder")
+    from trainers.run import Run
+
+    if args.trigger_from:
+        Run.open(args.trigger_from, what="--trigger-from")
     if not osp.isdir(args.path):
         raise InputError(f"{args.path} is not a folder; give a run folder (with results.json) or a folder of runs")
-    runs = find_runs([args.path])
+    runs = [run.path for run in Run.find([args.path])]
     reports, skipped = {}, {}
     for number, run_dir in enumerate(runs, start=1):
         name = osp.relpath(run_dir, args.path) if len(runs) > 1 else osp.basename(osp.abspath(run_dir))

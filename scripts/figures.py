@@ -24,15 +24,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from yacs.config import CfgNode  # noqa: E402
 
 from common import cli  # noqa: E402
 from common.errors import InputError  # noqa: E402
-from dassl_compat import DATASET_REGISTRY, build_transform, read_json  # noqa: E402
+from dassl_compat import DATASET_REGISTRY, build_transform  # noqa: E402
 from dassl_compat.checkpoint import atomic_write  # noqa: E402
 from scripts.methods import method_name  # noqa: E402
-from scripts.report import find_runs  # noqa: E402
 from trainers.display import delta_picture, trigger_views  # noqa: E402
+from trainers.run import Run  # noqa: E402
 
 
 def _to_hwc(view):
@@ -40,15 +39,9 @@ def _to_hwc(view):
     return view.permute(1, 2, 0).numpy()
 
 
-def run_results(run_dir):
-    path = osp.join(run_dir, "results.json")
-    if not osp.isfile(path):
-        raise InputError(f"No results.json in {run_dir}; pass finished run folders (or a sweep root for grid)")
-    return read_json(path)
-
-
-def run_config(results, data_root=None):
-    cfg = CfgNode(results["config"])
+def run_config(run, data_root=None):
+    """The run's config (``Run.cfg``), with ``DATASET.ROOT`` replaced when the data has moved."""
+    cfg = run.cfg
     if data_root:
         cfg.DATASET.ROOT = data_root
     return cfg
@@ -71,12 +64,12 @@ def first_test_image(cfg):
 
 def run_trigger(run_dir, data_root=None):
     """(results, trigger, views of the first test image) of a run with a trigger."""
-    import trainers  # noqa: F401  (registers the trainers)
-    from trainers.base import load_run_trigger
-
-    results = run_results(run_dir)
-    trigger = load_run_trigger(run_dir)
-    return results, trigger, trigger_views(trigger, first_test_image(run_config(results, data_root)))
+    run = Run.open(run_dir)
+    trigger = run.trigger()
+    if trigger is None:
+        raise InputError(f"The run in {run.path} ({run.cfg.TRAINER.NAME}, attack none) has no trigger to picture; "
+                         "pass a BAPLe or poisoned-baseline run")
+    return run.results, trigger, trigger_views(trigger, first_test_image(run_config(run, data_root)))
 
 
 def save_png(fig, path):
@@ -110,10 +103,10 @@ def save_trigger_grid(paths, path, cols=6, data_root=None):
     """For every run with a trigger under ``paths``: its triggered first test image above its trigger
     delta (BAPLe's noise, else the amplified difference). Returns the PNG path."""
     tiles = []
-    for run_dir in find_runs(paths):
-        if run_results(run_dir)["attack"] == "none":
+    for run in Run.find(paths):
+        if run.results["attack"] == "none":
             continue  # a clean run: no trigger of its own
-        results, _, views = run_trigger(run_dir, data_root)
+        results, _, views = run_trigger(run.path, data_root)
         tiles.append((run_title(results).replace(" · ", "\n"), views["triggered"], delta_picture(views)))
     if not tiles:
         raise InputError(f"None of the runs under {', '.join(paths)} has a trigger; pass attacked runs")
@@ -136,16 +129,11 @@ def image_features(run_dir, max_images=400, trigger_from="", data_root=None):
     """Image features (the model's unit-norm image embeddings) of up to ``max_images`` test images,
     spread evenly over the test set, clean and triggered: (clean [N, D], triggered [N, D], labels [N],
     class names, results)."""
-    import datasets  # noqa: F401  (registers the datasets)
-    import trainers  # noqa: F401  (registers the trainers)
-    from dassl_compat import build_trainer
-
-    results = run_results(run_dir)
-    cfg = run_config(results, data_root)
-    if trigger_from:
-        cfg.BACKDOOR.EVAL_TRIGGER = trigger_from
-    trainer = build_trainer(cfg)
-    trainer.load_model(run_dir)
+    run = Run.open(run_dir)
+    opts = (["DATASET.ROOT", data_root] if data_root else []) + (["BACKDOOR.EVAL_TRIGGER", trigger_from]
+                                                                 if trigger_from else [])
+    trainer = run.build_trainer(opts)
+    results, cfg = run.results, trainer.cfg
     trainer.set_model_mode("eval")
     trigger = trainer.eval_trigger()
     if trigger is None:

@@ -130,9 +130,9 @@ def run_train(argv, verbose=False):
 
 
 def read_results(run_dir):
-    from dassl_compat import read_json
+    from trainers.run import Run
 
-    return read_json(osp.join(run_dir, "results.json"))
+    return Run.open(run_dir).results
 
 
 def _fraction(value):

@@ -70,34 +70,15 @@ def _flatten(tree, prefix=""):
     return flat
 
 
-def find_results(root):
-    """Paths of every results.json under ``root`` (hidden folders such as .submitit skipped), sorted."""
-    found = []
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        if "results.json" in files:
-            found.append(osp.join(folder, "results.json"))
-    return found
-
-
-def find_runs(paths):
-    """Run folders: each path that holds a results.json, else every run folder under it."""
-    runs = []
-    for path in paths:
-        found = [path] if osp.isfile(osp.join(path, "results.json")) else [osp.dirname(p) for p in find_results(path)]
-        if not found:
-            raise InputError(f"No results.json in or under {path}; pass run folders or a sweep root")
-        runs += found
-    return runs
-
-
 def load_records(root, by=()):
-    from dassl_compat import read_json
+    """One Record per run under ``root``; a run's config is its stored one on today's defaults
+    (``trainers.run.Run.cfg``), so a key added since the run was written has its default."""
+    from trainers.run import Run
 
     records = []
-    for path in find_results(root):
-        results = read_json(path)
-        config = _flatten(results["config"])
+    for run in Run.find([root]):
+        path, results = osp.join(run.path, "results.json"), run.results
+        config = _flatten(run.cfg)
         missing = [key for key in by if key not in config]
         if missing:
             raise InputError(f"--by {missing[0]}: no such config key in {path}; use a dotted key such as "
@@ -269,8 +250,6 @@ def report(root, out=None, by=(), with_paper=False):
     if not osp.isdir(root):
         raise InputError(f"{root} is not a folder; pass the sweep root (the --out of scripts.sweep)")
     records = load_records(root, by)
-    if not records:
-        raise InputError(f"No results.json under {root}; pass the folder that holds the run folders")
     for warning in mixed_settings(records):
         print(warning, file=sys.stderr)
     cells = aggregate(records)

@@ -10,7 +10,8 @@ import torch
 
 from helpers_runs import run_cfg, train
 from scripts import defend
-from trainers.defences import reconstruct, retune, robustness, runs
+from trainers.defences import reconstruct, retune, robustness
+from trainers.run import Run
 
 
 def read_json(path):
@@ -78,10 +79,9 @@ def test_each_countermeasure_at_strength_0_gives_results_json_exactly(trained, d
             images = countermeasure.apply(images, 0, torch.Generator())
         return images
 
-    with open(tmp_path / "log.txt", "w") as log:  # through the purifier wrapper, not the unwrapped path
-        trainer = runs.load_run(str(root / "baple"), str(tmp_path), log)
-        with robustness.purified(trainer, every_countermeasure_at_0):
-            assert robustness.evaluate_quietly(trainer, log) == expected
+    with open(tmp_path / "log.txt", "w") as log:  # through the purifier transform, not the plain path
+        trainer = Run.open(root / "baple").build_trainer(output_dir=str(tmp_path), log=log)
+        assert robustness.evaluate_quietly(trainer, log, transform=every_countermeasure_at_0) == expected
     assert set(calls) == set(robustness.COUNTERMEASURES)
 
     report = read_json(root / "baple" / "defences" / "defences.json")
@@ -99,11 +99,10 @@ def test_purifier_reaches_clean_and_triggered_images_after_the_trigger(trained, 
     root, _ = trained
     seen = []
     with open(tmp_path / "log.txt", "w") as log:
-        trainer = runs.load_run(str(root / "baple"), str(tmp_path), log)
+        trainer = Run.open(root / "baple").build_trainer(output_dir=str(tmp_path), log=log)
         trigger = trainer.eval_trigger()
         first = next(iter(trainer.test_loader))["img"]
-        with robustness.purified(trainer, lambda x: (seen.append(x.clone()), x)[1]):
-            robustness.evaluate_quietly(trainer, log)
+        robustness.evaluate_quietly(trainer, log, transform=lambda x: (seen.append(x.clone()), x)[1])
     n = len(first)
     assert torch.equal(seen[0][:n], first)  # clean rows, as loaded
     assert torch.equal(seen[0][n:], trigger(first))  # triggered rows: the trigger came first
@@ -115,17 +114,21 @@ def test_retuning_never_modifies_the_backbone_and_logs_ca_ba_per_epoch(trained, 
     results = read_json(os.path.join(run_dir, "results.json"))
     built = []
 
-    def spy_build(cfg, log):
-        trainer = runs.build(cfg, log)
+    build_trainer = Run.build_trainer
+
+    def spy_build(run, *args, **kwargs):
+        trainer = build_trainer(run, *args, **kwargs)
         built.append((trainer, {k: v.clone() for k, v in trainer.model.backbone.state_dict().items()}))
         return trainer
 
-    monkeypatch.setattr(retune, "build", spy_build)
+    monkeypatch.setattr(Run, "build_trainer", spy_build)
+    before = folder_digest(run_dir)
     with open(tmp_path / "log.txt", "w") as log:
-        cfg = runs.run_cfg(run_dir, str(tmp_path))
-        received = retune.retune(retune.defender_cfg(cfg, run_dir, True, str(tmp_path / "r"), shots=4, seed=7,
-                                                     epochs=2), log, load_from=run_dir)
+        run = Run.open(run_dir)
+        received = retune.retune(run, retune.defender_opts(run.cfg, run, True, shots=4, seed=7, epochs=2), log)
     [(trainer, backbone_before)] = built
+    assert folder_digest(run_dir) == before  # tuned in a temporary folder, removed after: nothing in the run
+    assert not os.path.exists(trainer.cfg.OUTPUT_DIR)
     after = trainer.model.backbone.state_dict()
     assert all(torch.equal(backbone_before[k], after[k]) for k in backbone_before)
     assert received["backbone_unchanged"]

@@ -8,9 +8,11 @@
   evaluates clean and triggered test images in one pass and writes ``OUTPUT_DIR/results.json``;
   every ``TEST.EVAL_FREQ`` epochs and at the end it logs CA, BA, ASR and the trigger to TensorBoard.
 """
+import os
 import os.path as osp
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,17 +20,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
-from yacs.config import CfgNode
 
 from clip_models import build_backbone
 from common.errors import InputError
-from dassl_compat import DataManager, TrainerX, read_json, write_json
+from dassl_compat import DataManager, TrainerX, write_json
 from dassl_compat.checkpoint import get_rng_state, set_rng_state
 from datasets.wrapper import ImageDataset
 
 from .attacks import build_attack
 from .display import delta_picture, trigger_views
-from .metrics import backdoor_metrics
+from .metrics import backdoor_metrics, clean_metrics
 from .poisoning import PoisonPlan, check_target_class, plan_from_cfg
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -54,6 +55,32 @@ class CLIPClassifier(nn.Module):
     def forward(self, images):
         return self.logits(self.image_embeddings(images), self.class_embeddings())
 
+    def eval_context(self):
+        """What an evaluation computes once and shares across its batches (default: the class embeddings)."""
+        return self.class_embeddings()
+
+    def eval_logits(self, images, context):
+        """Logits of ``images`` (pixels in [0, 1]) given ``eval_context()``'s result; a learner whose
+        prompts depend on the image (CoCoOp) overrides both hooks."""
+        return self.logits(self.image_embeddings(images), context)
+
+
+OWN_TRIGGER = object()  # ``evaluate``'s default trigger: the run's own (``eval_trigger``)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation pass: metrics as fractions and the per-image tensors they come from."""
+    clean: dict  # accuracy, error_rate, macro_f1 (perclass_accuracy with TEST.PER_CLASS_RESULT)
+    backdoor: dict  # accuracy (BA), asr_non_target, macro_f1, agreement; None without a trigger
+    labels: torch.Tensor  # [N] true labels
+    clean_pred: torch.Tensor  # [N] predictions on the clean images
+    triggered_pred: torch.Tensor  # [N] predictions on the triggered images; None without a trigger
+
+    def metrics(self):
+        """``{"clean": ..., "backdoor": ...}`` as ``results.json`` stores them."""
+        return {"clean": self.clean, "backdoor": self.backdoor}
+
 
 def freeze(module):
     for p in module.parameters():
@@ -67,6 +94,7 @@ class BackdoorTrainer(TrainerX):
     def __init__(self, cfg):
         self._created = time.time()
         self._other_run_trigger = None  # BACKDOOR.EVAL_TRIGGER's trigger, loaded on first use
+        self.evaluations = []  # (epochs done, Evaluation) of every test-set evaluation during train() and test()
         super().__init__(cfg)
 
     # ---- hooks for subclasses -------------------------------------------------------------
@@ -84,7 +112,9 @@ class BackdoorTrainer(TrainerX):
         if b.TARGET_CLASS < 0:
             raise InputError(f"BACKDOOR.TARGET_CLASS {b.TARGET_CLASS} is negative; choose a class index from 0")
         if b.EVAL_TRIGGER:
-            run_results_file(b.EVAL_TRIGGER)
+            from .run import Run
+
+            Run.open(b.EVAL_TRIGGER, what="BACKDOOR.EVAL_TRIGGER")
 
     @staticmethod
     def build_trigger(cfg, image_size):
@@ -135,6 +165,13 @@ class BackdoorTrainer(TrainerX):
             images[cross] = self.trigger.apply_cross(images[cross])
         return images
 
+    def train_step(self, batch, last_of_epoch=False):
+        """One ``forward_backward`` on ``batch`` outside ``train()`` (benchmarks): the LR scheduler steps
+        only with ``last_of_epoch``, as after an epoch's last batch. Returns the step's loss summary."""
+        self.set_model_mode("train")
+        self.batch_idx, self.num_batches = 0, 1 if last_of_epoch else 2
+        return self.forward_backward(batch)
+
     # ---- model helpers ------------------------------------------------------------------------
     def build_backbone(self):
         backbone = build_backbone(self.cfg.MODEL.BACKBONE.NAME, self.cfg.MODEL.BACKBONE.WEIGHTS)
@@ -163,54 +200,74 @@ class BackdoorTrainer(TrainerX):
         another run whose trigger to use (e.g. a clean model under BAPLe's learned trigger)."""
         if self.cfg.BACKDOOR.EVAL_TRIGGER:
             if self._other_run_trigger is None:  # a finished run's trigger: read once, not per evaluation
-                self._other_run_trigger = load_run_trigger(self.cfg.BACKDOOR.EVAL_TRIGGER).to(self.device)
+                from .run import Run
+
+                run = Run.open(self.cfg.BACKDOOR.EVAL_TRIGGER, what="BACKDOOR.EVAL_TRIGGER")
+                trigger = run.trigger()
+                if trigger is None:
+                    raise InputError(f"BACKDOOR.EVAL_TRIGGER {run.path}: that run ({run.cfg.TRAINER.NAME}, attack "
+                                     "none) has no trigger to evaluate with; give a BAPLe or poisoned-baseline run")
+                self._other_run_trigger = trigger.to(self.device)
             return self._other_run_trigger
         return self.trigger
 
     @torch.no_grad()
-    def evaluate(self, split=None):
-        """One pass over the test (or val) set: clean and triggered copies of each batch go through
-        the model together. Returns {"clean": {...}, "backdoor": {...} or None} as fractions."""
+    def evaluate(self, loader=None, trigger=OWN_TRIGGER, transform=None):
+        """One pass over ``loader`` (default: the test loader), clean and triggered copies of each batch
+        through the model together; nothing of the trainer changes. ``trigger``: ``OWN_TRIGGER`` (the
+        run's, see ``eval_trigger``), another trigger module, or None (clean pass only); ``transform``:
+        a callable on the [B, 3, H, W] batch in [0, 1] pixel space (clean and triggered copies in one
+        call), applied after the trigger and before the backbone, e.g. an input purifier. Returns an
+        ``Evaluation`` (metrics as fractions)."""
         self.set_model_mode("eval")
-        self.evaluator.reset()
-        split = split or self.cfg.TEST.SPLIT
-        loader = self.val_loader if split == "val" and self.val_loader is not None else self.test_loader
-        trigger = self.eval_trigger()
+        loader = self.test_loader if loader is None else loader
+        trigger = self.eval_trigger() if trigger is OWN_TRIGGER else trigger
         labels, clean_pred, triggered_pred = [], [], []
         with self.autocast(self.precision()):
-            class_embeddings = self.model.class_embeddings()
+            context = self.model.eval_context()
             for batch in tqdm(loader, desc="eval", leave=False, dynamic_ncols=True, disable=not self.cfg.VERBOSE):
                 images, label = self.parse_batch_test(batch)
                 batch_in = images if trigger is None else torch.cat([images, trigger(images)])
-                logits = self.model.logits(self.model.image_embeddings(batch_in), class_embeddings).float()
-                self.evaluator.process(logits[:len(images)], label)
+                if transform is not None:
+                    batch_in = transform(batch_in)
+                pred = self.model.eval_logits(batch_in, context).float().argmax(1).cpu()
                 labels.append(label.cpu())
-                clean_pred.append(logits[:len(images)].argmax(1).cpu())
+                clean_pred.append(pred[:len(images)])
                 if trigger is not None:
-                    triggered_pred.append(logits[len(images):].argmax(1).cpu())
-        clean = {k: v / 100.0 for k, v in self.evaluator.evaluate().items()}
-        backdoor = None
-        if trigger is not None:
-            backdoor = backdoor_metrics(torch.cat(labels), torch.cat(clean_pred), torch.cat(triggered_pred),
-                                        self.target_class)
-            asr = backdoor["asr_non_target"]
-            print(f"* backdoor accuracy: {100 * backdoor['accuracy']:.1f}%\n"
-                  f"* backdoor asr_non_target: {'n/a' if asr is None else f'{100 * asr:.1f}%'}\n"
-                  f"* backdoor macro_f1: {100 * backdoor['macro_f1']:.1f}%\n"
-                  f"* clean/triggered agreement: {100 * backdoor['agreement']:.1f}%")
-        return {"clean": clean, "backdoor": backdoor}
+                    triggered_pred.append(pred[len(images):])
+        labels, clean_pred = torch.cat(labels), torch.cat(clean_pred)
+        clean = clean_metrics(labels, clean_pred, self.cfg.TEST.PER_CLASS_RESULT)
+        print("=> result\n"
+              f"* total: {len(labels):,}\n* correct: {int((labels == clean_pred).sum()):,}\n"
+              f"* accuracy: {100 * clean['accuracy']:.1f}%\n* error: {100 * clean['error_rate']:.1f}%\n"
+              f"* macro_f1: {100 * clean['macro_f1']:.1f}%")
+        if trigger is None:
+            return Evaluation(clean, None, labels, clean_pred, None)
+        triggered_pred = torch.cat(triggered_pred)
+        backdoor = backdoor_metrics(labels, clean_pred, triggered_pred, self.target_class)
+        asr = backdoor["asr_non_target"]
+        print(f"* backdoor accuracy: {100 * backdoor['accuracy']:.1f}%\n"
+              f"* backdoor asr_non_target: {'n/a' if asr is None else f'{100 * asr:.1f}%'}\n"
+              f"* backdoor macro_f1: {100 * backdoor['macro_f1']:.1f}%\n"
+              f"* clean/triggered agreement: {100 * backdoor['agreement']:.1f}%")
+        return Evaluation(clean, backdoor, labels, clean_pred, triggered_pred)
 
     def test(self, split=None):
-        """Evaluate, write ``results.json`` (test split) and return the clean accuracy in percent (as Dassl)."""
-        metrics = self.evaluate(split)
+        """Evaluate the test (or, ``split="val"``, the val) set, write ``results.json`` (test split) and
+        return the clean accuracy in percent: Dassl's ``test`` contract, the only place of percent."""
+        split = split or self.cfg.TEST.SPLIT
+        val = split == "val" and self.val_loader is not None
+        evaluation = self.evaluate(self.val_loader if val else self.test_loader)
+        metrics = evaluation.metrics()
         for section, values in metrics.items():
             for key, value in (values or {}).items():
                 if value is not None and np.isscalar(value):
                     self.write_scalar(f"test/{section}_{key}", value, self.epoch)
-        if (split or self.cfg.TEST.SPLIT) == "test":
+        if split == "test":
+            self.evaluations.append((self.epoch + 1, evaluation))
             self.write_results(metrics)
             self.log_evaluation(metrics, self.epoch + 1)
-        return 100.0 * metrics["clean"]["accuracy"]
+        return 100.0 * evaluation.clean["accuracy"]
 
     def after_epoch(self):
         """The engine's checkpointing, then every ``TEST.EVAL_FREQ`` epochs an evaluation logged to
@@ -220,9 +277,10 @@ class BackdoorTrainer(TrainerX):
         final_test_follows = done == self.max_epoch and not self.cfg.TEST.NO_TEST
         if freq > 0 and done % freq == 0 and not final_test_follows:
             rng = get_rng_state()  # evaluating must not change the training that follows, nor a resumed run
-            metrics = self.evaluate()
+            evaluation = self.evaluate()
             set_rng_state(rng)
-            self.log_evaluation(metrics, done)
+            self.evaluations.append((done, evaluation))
+            self.log_evaluation(evaluation.metrics(), done)
 
     def log_evaluation(self, metrics, step):
         """TensorBoard ``eval/*``: CA, BA and non-target ASR at ``step`` (epochs done); ``trigger/delta``
@@ -261,6 +319,7 @@ class BackdoorTrainer(TrainerX):
             **metrics,
             "wall_time_s": round(time.time() - self._created, 3),
             "config": yaml.safe_load(cfg.dump()),
+            "cwd": os.getcwd(),  # what the config's relative paths are relative to (see trainers.run.Run)
         }
         write_json(results, osp.join(cfg.OUTPUT_DIR, "results.json"))
         print(f"Results written to {osp.join(cfg.OUTPUT_DIR, 'results.json')}")
@@ -274,27 +333,3 @@ def check_input_size(cfg, backbone_name, image_size):
     if image_size is not None and tuple(cfg.INPUT.SIZE) != (image_size, image_size):
         raise InputError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match {backbone_name}'s "
                          f"{image_size}x{image_size} input; set INPUT.SIZE ({image_size}, {image_size})")
-
-
-def run_results_file(run_dir):
-    """``run_dir/results.json`` of a finished run (``BACKDOOR.EVAL_TRIGGER``), or a one-line error."""
-    path = osp.join(run_dir, "results.json")
-    if not osp.isfile(path):
-        raise InputError(f"BACKDOOR.EVAL_TRIGGER {run_dir}: no results.json there; it must name a finished run folder")
-    return path
-
-
-def load_run_trigger(run_dir):
-    """Rebuild the trigger of a finished run from its ``results.json`` config and, when the run
-    learned it, its saved ``trigger`` checkpoint."""
-    from dassl_compat import TRAINER_REGISTRY
-    from dassl_compat.checkpoint import latest_checkpoint, load_checkpoint
-
-    cfg = CfgNode(read_json(run_results_file(run_dir))["config"])
-    trigger = TRAINER_REGISTRY.get(cfg.TRAINER.NAME).build_trigger(cfg, cfg.INPUT.SIZE[0])
-    if trigger is None:
-        raise InputError(f"The run in {run_dir} ({cfg.TRAINER.NAME}, attack none) has no trigger to evaluate with")
-    checkpoint = latest_checkpoint(osp.join(run_dir, "trigger"))
-    if checkpoint is not None:
-        trigger.load_state_dict(load_checkpoint(checkpoint)["state_dict"])
-    return trigger.eval()

@@ -5,6 +5,19 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
 
+def clean_metrics(labels, pred, per_class=False):
+    """Dassl's classification metrics of clean predictions, as fractions: ``accuracy``, ``error_rate``,
+    ``macro_f1`` over the labels present and, with ``per_class``, ``perclass_accuracy`` (their mean)."""
+    labels, pred = np.asarray(labels), np.asarray(pred)
+    present = np.unique(labels)
+    accuracy = float((labels == pred).mean())
+    out = {"accuracy": accuracy, "error_rate": 1.0 - accuracy,
+           "macro_f1": float(f1_score(labels, pred, average="macro", labels=present))}
+    if per_class:
+        out["perclass_accuracy"] = float(np.mean([(pred[labels == c] == c).mean() for c in present]))
+    return out
+
+
 def backdoor_metrics(labels, clean_pred, triggered_pred, target):
     """Metrics of a triggered test set, every image carrying the trigger.
 

@@ -5,9 +5,9 @@ import shlex
 from common import cli
 from scripts.methods import METHODS
 from scripts.sweep import __doc__ as sweep_doc
-from scripts.sweep.executors import (EXIT_FAILED, check_configs, class_counts, in_project_process, make_executor,
-                                     run_sequential, run_submitit, summarise)
-from scripts.sweep.plan import RESULTS, configs_to_check, plan
+from scripts.sweep.executors import (EXIT_FAILED, check_configs, class_counts, finished, in_project_process,
+                                     make_executor, run_sequential, run_submitit, summarise)
+from scripts.sweep.plan import configs_to_check, plan
 
 CONFIGS = osp.dirname(osp.abspath(__import__("configs").__file__))
 INTERRUPTED = ("run the same command again to go on (finished runs are kept, the interrupted one resumes from "
@@ -47,7 +47,8 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     runs = plan(args, cli.overrides(args), lambda *counted: in_project_process(class_counts, *counted))
-    pending = [run for run in runs if not osp.isfile(osp.join(run.folder, RESULTS))]
+    done = set(in_project_process(finished, [run.folder for run in runs]))
+    pending = [run for run in runs if run.folder not in done]
     print(f"{len(runs)} run(s) under {osp.abspath(args.output_dir)}: {len(runs) - len(pending)} already done")
     if pending:
         in_project_process(check_configs, configs_to_check(pending))

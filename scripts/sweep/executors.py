@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from common.errors import InputError
 from scripts.sweep.lock import HEARTBEAT_S, RunLock, held_elsewhere
-from scripts.sweep.plan import RESULTS, Run
+from scripts.sweep.plan import Run
 
 EXIT_FAILED = 1
 POLL_S = 5  # waiting for a run another sweep holds, or for submitit jobs
@@ -79,6 +79,17 @@ def check_configs(argvs):
     for argv in argvs:
         train.check_names(train.setup_cfg(train.build_parser().parse_args(argv)))
 
+def finished(folders):
+    """Those of ``folders`` that hold a finished run (``trainers.run.Run``, the one reader of run folders)."""
+    from trainers.run import Run as RunFolder
+
+    return [folder for folder in folders if RunFolder.is_run(folder)]
+
+
+def is_finished(folder):
+    return bool(in_project_process(finished, [folder]))
+
+
 def _train_in_child(argv, log_path):
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
@@ -101,8 +112,7 @@ def _last_line(path):
 
 def execute(run):
     """Run ``run`` unless it is finished or another sweep holds it; returns its Outcome."""
-    results = osp.join(run.folder, RESULTS)
-    if osp.isfile(results):
+    if is_finished(run.folder):
         return Outcome(run, "done")
     os.makedirs(run.folder, exist_ok=True)
     lock = RunLock(run.folder)
@@ -112,13 +122,13 @@ def execute(run):
                                             f"{holder.get('pid')}; lock {lock.path})")
     start = time.time()
     try:
-        if osp.isfile(results):  # finished by another sweep just before we took the lock
+        if is_finished(run.folder):  # finished by another sweep just before we took the lock
             return Outcome(run, "done")
         if run.needs:
             while held_elsewhere(run.needs):
                 time.sleep(POLL_S)
                 lock.refresh()
-            if not osp.isfile(osp.join(run.needs, RESULTS)):
+            if not is_finished(run.needs):
                 return Outcome(run, "failed", message=f"it starts from {run.needs}, which has not finished "
                                                       f"(see {osp.join(run.needs, LOG)})")
         log = osp.join(run.folder, LOG)
@@ -133,7 +143,7 @@ def execute(run):
                 process.terminate()
                 process.join()
         seconds = time.time() - start
-        if process.exitcode == 0 and osp.isfile(results):
+        if process.exitcode == 0 and is_finished(run.folder):
             return Outcome(run, "ran", seconds, log=log)
         return Outcome(run, "failed", seconds, f"exit code {process.exitcode}: {_last_line(log)} (log: {log})", log)
     finally:

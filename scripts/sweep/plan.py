@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from common.errors import InputError
 from scripts.methods import METHOD_BY_NAME, METHODS
 
-RESULTS = "results.json"
-
 
 @dataclass(frozen=True)
 class Run:

@@ -4,21 +4,22 @@ clean set, and, as the clean baseline to compare with, tune a context initialise
 Both are CoOp trainings (the project's ``CoOp`` trainer, unpoisoned) on the trusted few-shot set
 (``shots`` per class, drawn with ``seed``, through CoOp's training augmentation), with the run's
 prompt settings, optimiser and learning rate, no warm-up (the received context is already trained)
-and a cosine schedule over ``epochs``. CA and BA, with the run's own trigger, are measured before
-tuning (epoch 0) and after every epoch. Only the context is optimised: the backbone's bytes are
+and a cosine schedule over ``epochs``, run by the engine's own ``train()``. CA and BA, with the run's
+own trigger, are measured before tuning (epoch 0) and after every epoch. Only the context is optimised: the backbone's bytes are
 hashed before and after, and the result records whether they are unchanged.
 """
 import hashlib
+import tempfile
 from contextlib import redirect_stdout
 
 import torch
 
 from dassl_compat import DATASET_REGISTRY, TRAINER_REGISTRY
+from dassl_compat.checkpoint import get_rng_state, set_rng_state
 
 from ..coop import CoOp
 from ..zeroshot import DEFAULT_TEMPLATE
-from .robustness import evaluate_quietly, test_set_in_memory
-from .runs import build
+from .robustness import evaluate_quietly, summary
 
 
 def is_prompt_learning(cfg):
@@ -43,44 +44,41 @@ def init_words(cfg):
     return template.split("{}")[0].strip() or DEFAULT_TEMPLATE.split("{}")[0].strip()
 
 
-def defender_cfg(cfg, run_dir, own_trigger, output_dir, shots, seed, epochs, lr=None, words=None):
-    """The CoOp config of the defender's tuning, from a rebuilt run's config ``cfg`` (see
-    ``runs.run_cfg``); ``own_trigger``: BA is measured with the run's own trigger; ``words``: start
-    from these words instead of the received context (None keeps the run's prompt layout)."""
-    out = cfg.clone()
-    out.defrost()
-    if own_trigger and not out.BACKDOOR.EVAL_TRIGGER:
-        out.BACKDOOR.EVAL_TRIGGER = run_dir  # rebuilt from the run's config and saved trigger
-    out.TRAINER.NAME = "CoOp"
-    out.BACKDOOR.ATTACK = "none"
-    out.TRAINER.BAPLE.INIT = ""
+def defender_opts(cfg, run, own_trigger, shots, seed, epochs, lr=None, words=None):
+    """``Run.build_trainer`` overrides of the defender's tuning, for a run rebuilt as ``cfg`` (its config
+    with the defence's own overrides): a clean CoOp on the trusted set, evaluated on the test set after
+    every epoch; ``own_trigger``: BA is measured with the run's own trigger; ``words``: start from these
+    words instead of the received context (None keeps the run's prompt layout)."""
+    opts = ["TRAINER.NAME", "CoOp", "BACKDOOR.ATTACK", "none", "TRAINER.BAPLE.INIT", "",
+            "DATASET.NUM_SHOTS", shots, "SEED", seed, "OPTIM.MAX_EPOCH", epochs, "OPTIM.WARMUP_EPOCH", 0,
+            "TEST.EVAL_FREQ", 1, "TEST.NO_TEST", False, "TEST.FINAL_MODEL", "last_step", "TEST.SPLIT", "test",
+            "RESUME", ""]
+    if own_trigger and not cfg.BACKDOOR.EVAL_TRIGGER:
+        opts += ["BACKDOOR.EVAL_TRIGGER", run.path]  # rebuilt from the run's config and saved trigger
     if words is not None:
-        out.TRAINER.COOP.CTX_INIT = words
-    out.DATASET.NUM_SHOTS, out.SEED = shots, seed
-    out.OPTIM.MAX_EPOCH, out.OPTIM.WARMUP_EPOCH = epochs, 0
+        opts += ["TRAINER.COOP.CTX_INIT", words]
     if lr is not None:
-        out.OPTIM.LR = lr
-    out.OUTPUT_DIR = output_dir
-    return out
+        opts += ["OPTIM.LR", float(lr)]
+    return opts
 
 
-def retune(cfg, log, load_from=None):
-    """Tune the context of a CoOp trainer built from ``cfg``, started from the context in ``load_from``
-    (a run folder) or, without it, from ``cfg``'s words. Returns the CA/BA of every epoch, the
-    backbone check and what was tuned."""
-    trainer = build(cfg, log)
-    if load_from:
-        with redirect_stdout(log):
-            trainer.load_model(load_from)
-    before = backbone_digest(trainer.model.backbone)
-    with test_set_in_memory(trainer):
+def retune(run, opts, log, received=True):
+    """Tune the context of a CoOp trainer built from ``run`` with ``opts`` (``defender_opts``), started
+    from the run's received context (``received``) or from the words of ``opts``, through the engine's
+    own training loop (``train()``), in a temporary output folder (outside the run and the data).
+    Returns the CA/BA of every epoch, the backbone check and what was tuned."""
+    with tempfile.TemporaryDirectory(prefix="retune-") as output_dir:
+        trainer = run.build_trainer(opts, output_dir, load_weights=received, log=log)
+        before = backbone_digest(trainer.model.backbone)
+        rng = get_rng_state()  # the epoch-0 evaluation must not change the training that follows
         epochs = [{"epoch": 0, **evaluate_quietly(trainer, log)}]
-        for trainer.epoch in range(trainer.max_epoch):
-            with redirect_stdout(log):
-                trainer.run_epoch()
-            epochs.append({"epoch": trainer.epoch + 1, **evaluate_quietly(trainer, log)})
-    after = backbone_digest(trainer.model.backbone)
+        set_rng_state(rng)
+        with redirect_stdout(log):
+            trainer.train()  # evaluates after every epoch (TEST.EVAL_FREQ 1) and tests at the end
+        epochs += [{"epoch": done, **summary(evaluation)} for done, evaluation in trainer.evaluations]
+        after = backbone_digest(trainer.model.backbone)
+        cfg = trainer.cfg
     return {"epochs": epochs, "trainable_params": trainer.trainable_parameters(),
             "backbone_sha256": after, "backbone_unchanged": before == after,
-            "start": "received context" if load_from else f"words: {cfg.TRAINER.COOP.CTX_INIT}",
+            "start": "received context" if received else f"words: {cfg.TRAINER.COOP.CTX_INIT}",
             "num_trusted": len(trainer.dm.dataset.train_x)}

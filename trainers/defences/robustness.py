@@ -6,13 +6,13 @@ space (the space triggers live in, before the backbone's normalisation). Strengt
 input tensor itself, so the unpurified evaluation is literally the run's own. Strengths are listed
 from off to strongest; for JPEG and bit depth the number is the quality or the bits kept (0: off).
 
-``sweep`` evaluates a rebuilt run through ``BackdoorTrainer.evaluate`` with the purifier put in front
-of the image tower: the countermeasure reaches clean and triggered images alike, after the trigger,
-in the run's own batches and precision.
+``sweep`` evaluates a rebuilt run through ``BackdoorTrainer.evaluate`` with the purifier as its input
+``transform``: the countermeasure reaches clean and triggered images alike, after the trigger, in the
+run's own batches and precision.
 """
 import math
 import zlib
-from contextlib import contextmanager, redirect_stdout
+from contextlib import redirect_stdout
 from dataclasses import dataclass
 
 import torch
@@ -115,78 +115,46 @@ def countermeasures_for(modality):
     return [c for c in COUNTERMEASURES.values() if modality in c.modalities]
 
 
-class _PurifiedModel:
-    """A classifier whose image tower sees ``purify(images)``; everything else is the wrapped model's."""
-
-    def __init__(self, model, purify):
-        self._model, self._purify = model, purify
-
-    def class_embeddings(self):
-        return self._model.class_embeddings()
-
-    def logits(self, image_embeddings, class_embeddings):
-        return self._model.logits(image_embeddings, class_embeddings)
-
-    def image_embeddings(self, images):
-        return self._model.image_embeddings(self._purify(images))
-
-
-@contextmanager
-def purified(trainer, purify):
-    """Within the block, ``trainer.evaluate()`` runs every image (clean and triggered) through ``purify``."""
-    model = trainer.model
-    trainer.model = _PurifiedModel(model, purify)
-    try:
-        yield trainer
-    finally:
-        trainer.model = model
-
-
-@contextmanager
-def test_set_in_memory(trainer, max_bytes=2 ** 30):
-    """Within the block, the test loader is replaced by the list of its batches (read once), when they
-    fit in ``max_bytes``: repeated evaluations then skip decoding and resizing. The batches are the
-    loader's own (its test transform is deterministic), in its order."""
+def batches_in_memory(trainer, max_bytes=2 ** 30):
+    """The test loader's batches as a list (read once) when they fit in ``max_bytes``, else the loader:
+    repeated evaluations then skip decoding and resizing. The batches are the loader's own (its test
+    transform is deterministic), in its order."""
     loader = trainer.test_loader
     height, width = trainer.cfg.INPUT.SIZE
     if len(loader.dataset) * 3 * height * width * 4 > max_bytes:
-        yield trainer
-        return
-    trainer.test_loader = list(loader)
-    try:
-        yield trainer
-    finally:
-        trainer.test_loader = loader
+        return loader
+    return list(loader)
 
 
-def summary(metrics):
-    """CA, BA and non-target ASR of ``BackdoorTrainer.evaluate``'s result (BA None without a trigger)."""
-    backdoor = metrics["backdoor"] or {}
-    return {"clean_accuracy": metrics["clean"]["accuracy"], "backdoor_accuracy": backdoor.get("accuracy"),
+def summary(evaluation):
+    """CA, BA and non-target ASR of a ``BackdoorTrainer.evaluate`` result (BA None without a trigger)."""
+    backdoor = evaluation.backdoor or {}
+    return {"clean_accuracy": evaluation.clean["accuracy"], "backdoor_accuracy": backdoor.get("accuracy"),
             "asr_non_target": backdoor.get("asr_non_target")}
 
 
-def evaluate_quietly(trainer, log):
+def evaluate_quietly(trainer, log, **evaluate_args):
+    """``summary(trainer.evaluate(**evaluate_args))`` with the evaluation's console output sent to ``log``."""
     with redirect_stdout(log):
-        return summary(trainer.evaluate("test"))
+        return summary(trainer.evaluate(**evaluate_args))
 
 
 def sweep(trainer, countermeasures, quick=False, seed=0, log=None):
     """(unpurified CA/BA, {name: {"parameter", "points": [{"strength", CA, BA, ASR}, ...]}}). Strength 0
-    is evaluated without any wrapper (the run's own computation), once, and shared by every
+    is evaluated without a transform (the run's own computation), once, and shared by every
     countermeasure."""
-    with test_set_in_memory(trainer):
-        unpurified = evaluate_quietly(trainer, log)
-        out = {}
-        for countermeasure in countermeasures:
-            points = []
-            for strength in countermeasure.quick if quick else countermeasure.strengths:
-                if strength == 0:
-                    points.append({"strength": 0, **unpurified})
-                    continue
-                # Random purifiers draw from a generator seeded by name: the same draws whatever else is swept.
-                generator = torch.Generator().manual_seed(seed * 2**32 + zlib.crc32(countermeasure.name.encode()))
-                with purified(trainer, lambda x: countermeasure.apply(x, strength, generator)):
-                    points.append({"strength": strength, **evaluate_quietly(trainer, log)})
-            out[countermeasure.name] = {"parameter": countermeasure.parameter, "points": points}
+    loader = batches_in_memory(trainer)
+    unpurified = evaluate_quietly(trainer, log, loader=loader)
+    out = {}
+    for countermeasure in countermeasures:
+        points = []
+        for strength in countermeasure.quick if quick else countermeasure.strengths:
+            if strength == 0:
+                points.append({"strength": 0, **unpurified})
+                continue
+            # Random purifiers draw from a generator seeded by name: the same draws whatever else is swept.
+            generator = torch.Generator().manual_seed(seed * 2**32 + zlib.crc32(countermeasure.name.encode()))
+            purify = lambda images: countermeasure.apply(images, strength, generator)  # noqa: E731  (used at once)
+            points.append({"strength": strength, **evaluate_quietly(trainer, log, loader=loader, transform=purify)})
+        out[countermeasure.name] = {"parameter": countermeasure.parameter, "points": points}
     return unpurified, out
