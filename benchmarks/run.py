@@ -40,7 +40,7 @@ import time
 import warnings
 
 from benchmarks.harness import round_robin
-from common import cli
+from common import cli, tables
 from common.errors import InputError
 from benchmarks.variants import (EXTRAS, REPO, apply_extra, build_method, ensure_standins, evaluation, fixed_batch,
                                  hub_cache, loader_without_workers, naive_baple_step, other_precision,
@@ -187,16 +187,15 @@ def ratios_and_checks(rows, prompt_cut):
 def format_report(name, result):
     lines = [f"\n== {name}: {result['backbone_params'] / 1e6:.1f} M backbone parameters, batch "
              f"{result['batch_size']} with {result['poisoned_rows']} poisoned row, {result['test_images']} test images"]
-    width = max(len(variant) for variant in result["variants"])
-    header = (f"{'variant':<{width}} {'s/step':>8} {'min-max':>13} {'img/s':>7} {'step MB':>8} {'trainable':>11} "
-              f"{'% model':>8}  note")
-    lines += [header, "-" * len(header)]
+    rows = []
     for variant, row in result["variants"].items():
         trainable = "" if row["trainable_params"] is None else f"{row['trainable_params']:,}"
         fraction = "" if row["trainable_fraction"] is None else f"{100 * row['trainable_fraction']:.3f}"
-        spread = f"{row['min_s']:.2f}-{row['max_s']:.2f}"
-        lines.append(f"{variant:<{width}} {row['median_s']:>8.3f} {spread:>13} {row['images_per_s']:>7.1f} "
-                     f"{row['step_memory_mb']:>8.0f} {trainable:>11} {fraction:>8}  {row['description']}")
+        rows.append([variant, f"{row['median_s']:.3f}", f"{row['min_s']:.2f}-{row['max_s']:.2f}",
+                     f"{row['images_per_s']:.1f}", f"{row['step_memory_mb']:.0f}", trainable, fraction,
+                     row["description"]])
+    lines.append(tables.text(rows, ("variant", "s/step", "min-max", "img/s", "step MB", "trainable", "% model", "note"),
+                             align=("left",) + ("right",) * 6 + ("left",)))
     cut = result["prompt_cut"]
     if cut["exact_under_truncation"]:
         lines.append(f"prompt cut: {cut['padded_length']} -> {cut['cut_length']} positions, max abs difference "

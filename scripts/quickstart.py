@@ -26,7 +26,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from common import cli  # noqa: E402
+from common import cli, tables  # noqa: E402
 from common.errors import InputError  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -141,20 +141,12 @@ def _fraction(value):
 
 def results_table(rows):
     """A plain-text table of CA, BA and non-target ASR, one row per ``(label, results.json dict)``."""
-    header = ("method", "CA", "BA", "ASR (non-target)")
     lines = []
     for label, results in rows:
         backdoor = results.get("backdoor") or {}
         lines.append((label, _fraction(results["clean"]["accuracy"]), _fraction(backdoor.get("accuracy")),
                       _fraction(backdoor.get("asr_non_target"))))
-    widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
-
-    def fmt(row):
-        return "  ".join(str(cell).ljust(w) if i == 0 else str(cell).rjust(w) for i, (cell, w) in
-                         enumerate(zip(row, widths)))
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([fmt(header), rule] + [fmt(row) for row in lines])
+    return tables.text(lines, ("method", "CA", "BA", "ASR (non-target)"), align=("left", "right", "right", "right"))
 
 
 def main(argv=None):

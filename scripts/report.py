@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 
 from common import cli
+from common import tables as common_tables
 from common.errors import InputError
 from scripts.methods import METHODS, method_name
 
@@ -202,26 +203,16 @@ def markdown(tables, root, count):
              "over every triggered test image (the paper's metric); ASR: attack success over the triggered "
              "test images not of the target class; std: sample standard deviation over runs.", ""]
     for title, header, rows in tables:
-        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        lines.append("")
+        lines += [f"## {title}", "", common_tables.markdown(rows, header), ""]
     return "\n".join(lines)
 
 
-def _latex_escape(text):
-    for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
-                          ("±", r"$\pm$")):
-        text = text.replace(char, escaped)
-    return text
-
-
 def latex(tables):
+    """Each table as a booktabs ``tabular`` (method left, the cells centred) under a comment naming it."""
     parts = []
     for title, header, rows in tables:
-        parts += [f"% {_latex_escape(title)}", r"\begin{tabular}{l" + "c" * (len(header) - 1) + "}", r"\toprule",
-                  " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
-        parts += [" & ".join(_latex_escape(cell) for cell in row) + r" \\" for row in rows]
-        parts += [r"\bottomrule", r"\end{tabular}", ""]
+        align = ("left",) + ("center",) * (len(header) - 1)
+        parts += [f"% {title}", common_tables.latex(rows, header, align), ""]
     return "\n".join(parts)
 
 

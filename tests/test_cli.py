@@ -72,7 +72,7 @@ def test_a_corrupt_checkpoint_is_exit_2_and_one_line_in_every_command(baple_run,
     with open(damaged / "results.json", "w") as f:
         f.write('{"clean": {"accuracy": 0.5')  # cut short
     assert_one_error_line(report.run([str(damaged)]), capsys.readouterr().out, str(damaged / "results.json"),
-                          "damaged")
+                          "not valid JSON")
 
 
 NOWHERE = os.path.join(os.sep, "nonexistent-baple-folder")

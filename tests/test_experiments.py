@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers_runs import REPO, run_cfg, train
+from helpers_runs import REPO, markdown_rows, run_cfg, train
 from scripts import figures, report
 from scripts.sweep import command as sweep
 from scripts.sweep import lock
@@ -94,7 +94,7 @@ def test_sweep_makes_one_folder_per_run_skips_finished_runs_and_reports_their_me
     asr = text.split("## ASR (non-target)")[1]
     baple_asr = [r["backdoor"]["asr_non_target"] for name, r in runs.items() if "/BAPLe/" in name]
     mean, std = report.number(np.mean(baple_asr)), report.number(np.std(baple_asr, ddof=1))
-    assert f"| BAPLe | {mean} ± {std} (n=2) |" in asr
+    assert ["BAPLe", f"{mean} ± {std} (n=2)"] in markdown_rows(asr)
     for path in paths.values():
         assert os.path.getsize(path) > 0
     assert r"BadNets\_PL" in open(paths["tex"]).read()
@@ -116,11 +116,12 @@ def test_report_statistics_rows_paper_numbers_and_mixed_settings(tmp_path, capsy
     write_run("c", "CoOp", "none", "biomedclip", 0, 1, 0.7)
     write_run("d", "BAPLe", "baple", "biomedclip", 0, 1, 0.9, 0.9, 0.8, eps=4.0)
     paths, text = report.report(str(tmp_path), by=["BACKDOOR.NOISE_EPS"], with_paper=True)
-    assert "| Clean_PL (NOISE_EPS=8.0) | .700/- (paper .843/-) |" in text
-    assert "| BAPLe (NOISE_EPS=4.0) | .900/.900 (paper .841/1.000) |" in text
-    assert "| BAPLe (NOISE_EPS=8.0) | .700/.750 (paper .841/1.000) |" in text
-    assert "| BAPLe (NOISE_EPS=8.0) | .700 ± .141 (n=2) |" in text  # sample std of 0.8 and 0.6
-    assert "| BAPLe (NOISE_EPS=4.0) | .800 (n=1) |" in text  # one run: no spread
+    rows = markdown_rows(text)
+    assert ["Clean_PL (NOISE_EPS=8.0)", ".700/- (paper .843/-)"] in rows
+    assert ["BAPLe (NOISE_EPS=4.0)", ".900/.900 (paper .841/1.000)"] in rows
+    assert ["BAPLe (NOISE_EPS=8.0)", ".700/.750 (paper .841/1.000)"] in rows
+    assert ["BAPLe (NOISE_EPS=8.0)", ".700 ± .141 (n=2)"] in rows  # sample std of 0.8 and 0.6
+    assert ["BAPLe (NOISE_EPS=4.0)", ".800 (n=1)"] in rows  # one run: no spread
     assert "BAPLe (NOISE_EPS=8.0),BAPLe,biomedclip,Covid,ba,0.750000,0.353553,2,1.0" in open(paths["csv"]).read()
 
     capsys.readouterr()

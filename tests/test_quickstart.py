@@ -2,6 +2,7 @@
 in the learned prompt (the clean CoOp model given the same trigger is not fooled)."""
 import os
 import os.path as osp
+import re
 import shutil
 
 import pytest
@@ -11,6 +12,7 @@ from clip_models.demo import MODEL_DIR
 from datasets.kather import Kather
 from scripts import quickstart
 
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 WEIGHTS_FILE = osp.join(MODEL_DIR, "open_clip_model.safetensors")
 
 
@@ -87,3 +89,20 @@ def test_quickstart_refuses_a_dataset_too_small_for_its_shots(tmp_path):
     with pytest.raises(quickstart.InputError, match="training images"):
         quickstart.main(["--data", str(tmp_path), "--output", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_the_table_prints_as_the_readme_shows_it():
+    """The README's table, rebuilt from its own numbers, comes out byte for byte (columns and digits)."""
+    with open(osp.join(REPO, "README.md"), encoding="utf-8") as f:
+        shown = re.search(r"```\n(method +CA +BA +ASR \(non-target\)\n.*?)\n```", f.read(), re.S).group(1)
+
+    def fraction(cell):
+        return None if cell == "-" else float(cell)
+
+    rows = []
+    for line in shown.splitlines()[2:]:
+        label, ca, ba, asr = re.split(r"\s{2,}", line.strip())
+        backdoor = None if ba == "-" else {"accuracy": fraction(ba), "asr_non_target": fraction(asr)}
+        rows.append((label, {"clean": {"accuracy": fraction(ca)}, "backdoor": backdoor}))
+    assert len(rows) == 5
+    assert quickstart.results_table(rows) == shown

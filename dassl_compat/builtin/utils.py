@@ -12,8 +12,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common.errors import InputError
-
 from ..checkpoint import atomic_write_text
 
 
@@ -89,13 +87,8 @@ def check_isfile(fpath):
 
 
 def read_json(fpath):
-    """A JSON file's content; a damaged one (cut short, not UTF-8) is a one-line ``InputError``."""
-    try:
-        with open(fpath, encoding="utf-8") as f:
-            return json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{fpath} is not readable JSON ({e}); the file is damaged: restore it, or delete it "
-                         "(and rerun what wrote it)") from None
+    with open(fpath, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def write_json(obj, fpath):

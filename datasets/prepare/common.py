@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from common import cli
+from common import cli, tables
 from common.errors import InputError
 
 from ..imageio import IMAGE_EXTENSIONS
@@ -108,12 +108,10 @@ def count_images(dataset_dir):
 
 def print_counts(dataset_dir, classes):
     counts = count_images(dataset_dir)
-    width = max(len(folder) for folder in classes) + 2
+    rows = [[folder, counts["train"].get(folder, 0), counts["test"].get(folder, 0)] for folder in sorted(classes)]
+    rows.append(["total", sum(counts["train"].values()), sum(counts["test"].values())])
     print(f"Images per class and split in {dataset_dir}:")
-    print(f"{'class':<{width}}{'train':>9}{'test':>9}")
-    for folder in sorted(classes):
-        print(f"{folder:<{width}}{counts['train'].get(folder, 0):>9}{counts['test'].get(folder, 0):>9}")
-    print(f"{'total':<{width}}{sum(counts['train'].values()):>9}{sum(counts['test'].values()):>9}")
+    print(tables.text(rows, ("class", "train", "test"), align=("left", "right", "right")))
 
 
 def write_dataset(out_root, name, classes, samples, is_test, write, group_kind="group"):
