@@ -15,7 +15,7 @@ from dassl_compat import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer, 
 
 from .base import PRECISIONS, BackdoorTrainer, CLIPClassifier, freeze
 from .metrics import split_losses
-from .zeroshot import DEFAULT_TEMPLATE
+from .prompts import class_prompts
 
 
 class FineTunedCLIP(CLIPClassifier):
@@ -45,8 +45,7 @@ class FineTune(BackdoorTrainer):
 
     def build_model(self):
         backbone = freeze(self.build_backbone())
-        template = getattr(self.dm.dataset, "prompt_template", DEFAULT_TEMPLATE)
-        prompts = [template.format(name.replace("_", " ")) for name in self.dm.dataset.classnames]
+        prompts = class_prompts(self.dm.dataset)
         print("Class vectors initialised from: " + " | ".join(prompts))
         with torch.no_grad():
             text_embeddings = backbone.encode_text(prompts)

@@ -5,8 +5,7 @@ import torch.nn.functional as F
 from dassl_compat import TRAINER_REGISTRY
 
 from .base import BackdoorTrainer, CLIPClassifier, freeze
-
-DEFAULT_TEMPLATE = "a photo of a {}."
+from .prompts import class_prompts
 
 
 class ZeroShotCLIP(CLIPClassifier):
@@ -25,8 +24,7 @@ class ZeroShot(BackdoorTrainer):
 
     def build_model(self):
         backbone = freeze(self.build_backbone())
-        template = getattr(self.dm.dataset, "prompt_template", DEFAULT_TEMPLATE)
-        prompts = [template.format(name.replace("_", " ")) for name in self.dm.dataset.classnames]
+        prompts = class_prompts(self.dm.dataset)
         print("Zero-shot prompts: " + " | ".join(prompts))
         self.model = ZeroShotCLIP(backbone, prompts)
 

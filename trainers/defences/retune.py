@@ -18,7 +18,7 @@ from dassl_compat import DATASET_REGISTRY, TRAINER_REGISTRY
 from dassl_compat.checkpoint import get_rng_state, set_rng_state
 
 from ..coop import CoOp
-from ..zeroshot import DEFAULT_TEMPLATE
+from ..prompts import DEFAULT_TEMPLATE
 from .robustness import evaluate_quietly, summary
 
 
