@@ -7,19 +7,24 @@ how each column lines up.
 """
 import contextlib
 
-import tabulate as tabulate_module
-from tabulate import tabulate
-
 
 @contextlib.contextmanager
 def _headers_as_wide_as_their_text():
     """tabulate widens a column to its header plus ``MIN_PADDING`` (2) spaces; the console tables keep
     a column as wide as its widest cell, header included (the quickstart's table in README.md)."""
+    import tabulate as tabulate_module
+
     saved, tabulate_module.MIN_PADDING = tabulate_module.MIN_PADDING, 0
     try:
         yield
     finally:
         tabulate_module.MIN_PADDING = saved
+
+
+def tabulate(*args, **kwargs):
+    from tabulate import tabulate as render  # imported when a table is drawn: training never needs it
+
+    return render(*args, **kwargs)
 
 
 def text(rows, headers, align=None):

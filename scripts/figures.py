@@ -184,13 +184,16 @@ def save_tsne(run_dir, path=None, max_images=400, trigger_from="", data_root=Non
 def main(argv=None):
     p = cli.parser("python -m scripts.figures", __doc__)
     commands = p.add_subparsers(dest="command", required=True)
-    trigger = commands.add_parser("trigger", help="each run's trigger picture (RUN/trigger.png)")
+    trigger = commands.add_parser("trigger", help="each run's trigger picture (RUN/trigger.png)",
+                                  formatter_class=cli.HelpFormatter)
     trigger.add_argument("runs", nargs="+")
-    grid = commands.add_parser("grid", help="the triggers of many runs in one picture")
+    grid = commands.add_parser("grid", help="the triggers of many runs in one picture",
+                               formatter_class=cli.HelpFormatter)
     grid.add_argument("paths", nargs="+", help="run folders or folders searched for them (a sweep root)")
     grid.add_argument("--out", required=True, help="PNG file to write")
     grid.add_argument("--cols", type=int, default=6, help="runs per row (default 6)")
-    tsne = commands.add_parser("tsne", help="t-SNE of clean and triggered image features (RUN/tsne.png)")
+    tsne = commands.add_parser("tsne", help="t-SNE of clean and triggered image features (RUN/tsne.png)",
+                               formatter_class=cli.HelpFormatter)
     tsne.add_argument("runs", nargs="+")
     tsne.add_argument("--max-images", type=int, default=400, help="test images used (default 400)")
     tsne.add_argument("--trigger-from", default="", help="a run whose trigger to apply (default: the run's own)")
