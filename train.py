@@ -15,23 +15,17 @@ Bad settings are found before any model or image is loaded (``trainers.validatio
 at any point (Ctrl-C, SIGTERM, SIGKILL) resumes from its last checkpoint when the same command is
 run again; see docs/ERRORS.md for the messages.
 """
-import argparse
 import difflib
 import os.path as osp
-import signal
-import sys
-import threading
 
-from configs.errors import InputError
-
-EXIT_BAD_INPUT = 2
-EXIT_INTERNAL = 1
+from common import cli
+from common.errors import InputError
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--root", type=str, default="", help="path to the datasets root (DATASET.ROOT)")
-    p.add_argument("--output-dir", type=str, default="", help="output directory (OUTPUT_DIR)")
+    p = cli.parser("train.py", __doc__.split("\n\n")[0])
+    cli.add_root(p, help="path to the datasets root (DATASET.ROOT)")
+    cli.add_output_dir(p, help="output directory (OUTPUT_DIR)")
     p.add_argument("--resume", type=str, default="", help="checkpoint directory to resume from (RESUME)")
     p.add_argument("--seed", type=int, default=-1, help="only positive values fix the seed (SEED)")
     p.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods (INPUT.TRANSFORMS)")
@@ -45,8 +39,7 @@ def build_parser():
     p.add_argument("--model-dir", type=str, default="", help="load the model from this directory for evaluation")
     p.add_argument("--load-epoch", type=int, help="load the weights saved at this epoch for evaluation")
     p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
-    p.add_argument("opts", default=None, nargs=argparse.REMAINDER,
-                   help="modify config options using the command line (KEY VALUE pairs)")
+    cli.add_overrides(p, help="modify config options using the command line (KEY VALUE pairs)")
     return p
 
 
@@ -108,7 +101,7 @@ def _merged(args, method_files):
     if args.transforms:
         cfg.INPUT.TRANSFORMS = args.transforms
 
-    opts = list(args.opts or [])
+    opts = cli.overrides(args)
     if len(opts) % 2:
         raise InputError(f"Overrides must be KEY VALUE pairs; got an odd list: {' '.join(opts)}")
     for key, value in zip(opts[0::2], opts[1::2]):
@@ -193,54 +186,16 @@ def main(args):
     return trainer
 
 
-def one_line(error):
-    """The message of a bad-input error as one line. An error raised in a DataLoader worker comes back
-    re-raised by torch with the worker's traceback in its message; its own message is the last line."""
-    lines = str(error).strip().splitlines()
-    if len(lines) < 2:
-        return str(error)
-    prefix = f"{type(error).__module__}.{type(error).__name__}: "
-    return lines[-1][len(prefix):] if lines[-1].startswith(prefix) else lines[-1]
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def run(argv=None):
-    """Entry point with the project's exit codes; returns the code instead of exiting. SIGTERM (a
-    scheduler's stop) is handled like Ctrl-C: a checkpoint being written is removed, and the message
-    says how to resume."""
-    from dassl_compat import CheckpointError
+    """Entry point with the project's exit codes (``common.cli``); returns the code instead of exiting.
+    A checkpoint being written when Ctrl-C or SIGTERM arrives is removed, and the message says how to
+    resume."""
+    return cli.run(main_from_argv, argv)
 
-    args = build_parser().parse_args(argv)
-    in_main_thread = threading.current_thread() is threading.main_thread()  # where handlers can be set
-    previous_handler = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
-    try:
-        main(args)
-    except (InputError, CheckpointError) as e:
-        sys.stderr.flush()
-        print(f"error: {one_line(e)}", flush=True)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt as e:
-        sys.stderr.flush()
-        print(f"error: interrupted ({e.args[0] if e.args else 'SIGINT'}); run the same command again to resume "
-              "from the last checkpoint", flush=True)
-        return EXIT_INTERNAL
-    except Exception as e:  # an internal error: keep the traceback for the bug report
-        import traceback
 
-        traceback.print_exc(file=sys.stdout)
-        sys.stderr.flush()
-        print(f"error: internal error ({type(e).__name__}: {one_line(e)}); please report it with the log",
-              flush=True)
-        return EXIT_INTERNAL
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous_handler is None else previous_handler)
-    return 0
+def main_from_argv(argv):
+    return main(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
-    sys.stdout.reconfigure(line_buffering=True)  # a killed run's console log (e.g. a cluster's) keeps its end
-    sys.exit(run())
+    cli.exit_with(main_from_argv)

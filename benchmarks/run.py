@@ -23,31 +23,30 @@ What is measured
   prompts cut to their longest real length.
 - eval, two passes: the test set run twice, clean then triggered, as the reference code evaluates.
 - eval, no workers: the test loader without worker processes or pinned memory.
+
+Modules: ``harness`` (clock, memory, round-robin), ``variants`` (the trainers, their steps and the
+"before" variants), this one (the command line, one backbone's measurements, the acceptance checks and
+the report).
 """
-import argparse
 import contextlib
-import ctypes
 import io
 import math
 import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import warnings
 
+from benchmarks.harness import round_robin
+from common import cli, tables
+from common.errors import InputError
+from benchmarks.variants import (EXTRAS, REPO, apply_extra, build_method, ensure_standins, evaluation, fixed_batch,
+                                 hub_cache, loader_without_workers, naive_baple_step, other_precision,
+                                 padded_prompts, prompt_cut_check, train_step, two_pass_evaluation)
+
 PRECISION_CHOICES = ("fp32", "bf16", "fp16")
-# Optimisations measured on request, each on a BAPLe trainer of its own: a step and an evaluation pass.
-EXTRAS = {
-    "precision": "the other precision: bf16 autocast on an fp32 run, fp32 on a bf16 or fp16 run",
-    "bf16-backbone": "TRAINER.COOP.BACKBONE_DTYPE bf16: the frozen backbone cast to bf16 once",
-    "channels-last": "the image tower's weights and input in channels_last memory format",
-    "compile": "torch.compile on the image tower (compile time excluded: the warm-up round)",
-}
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The issue's acceptance thresholds (checked on every run; they are stated for the CPU).
 MAX_BAPLE_OVER_COOP = 1.25
 MIN_NAIVE_OVER_BAPLE = 1.5
@@ -57,7 +56,7 @@ MAX_EVAL_THROUGHPUT_LOSS = 1.2
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.parser("python -m benchmarks.run", __doc__)
     # Checked against the registered backbones (backbone_choices) once the hub settings are made.
     parser.add_argument("--backbones", nargs="+", default=["quiltnet", "biomedclip"],
                         help="registered backbones (clip_models: clip, medclip, biomedclip, plip, quiltnet, ...)")
@@ -84,264 +83,6 @@ def parse_args(argv=None):
 
 
 # ---- measuring ----------------------------------------------------------------------------------
-
-def _resident_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _return_freed_heap():
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-class PeakMemory:
-    """Peak memory a step takes above what was in use when it started: CUDA's allocator statistics, or on
-    the CPU the process's resident size sampled every 2 ms (freed heap is returned to the system first, so
-    memory an earlier step left cached does not hide this one's)."""
-
-    def __init__(self, device):
-        self.cuda = device.type == "cuda"
-        self.start = self.peak = 0
-
-    def __enter__(self):
-        import torch
-
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.start = torch.cuda.memory_allocated()
-        else:
-            _return_freed_heap()
-            self.start = self.peak = _resident_bytes()
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(0.002):
-            self.peak = max(self.peak, _resident_bytes())
-
-    def __exit__(self, *exc):
-        import torch
-
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated()
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.peak, _resident_bytes())
-
-    @property
-    def megabytes(self):
-        return (self.peak - self.start) / 2 ** 20
-
-
-def timed(fn, device):
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
-def round_robin(variants, repeats, device):
-    """{name: {"seconds": [timed rounds], "memory_mb": warm-up round's peak}} of ``variants`` ({name: fn})."""
-    results = {name: {"seconds": []} for name in variants}
-    for round_index in range(1 + repeats):
-        print(f"  round {round_index}/{repeats}{' (warm-up, memory)' if round_index == 0 else ''}", flush=True)
-        for name, fn in variants.items():
-            if round_index == 0:
-                with PeakMemory(device) as memory:
-                    fn()
-                results[name]["memory_mb"] = memory.megabytes
-            else:
-                results[name]["seconds"].append(timed(fn, device))
-    return results
-
-
-# ---- the trainers and their steps ---------------------------------------------------------------
-
-def hub_cache(args):
-    return os.path.join(os.path.abspath(args.cache), "tiny" if args.tiny else "full-size")
-
-
-def ensure_standins(cache, name, full_size):
-    """MODEL.BACKBONE.WEIGHTS of ``name``'s random-weight stand-in in ``cache``, written when missing."""
-    from clip_models.standins import write_standins
-    from dassl_compat import read_json, write_json
-
-    marker = os.path.join(cache, f"written-{name}.json")
-    if os.path.isfile(marker):
-        return read_json(marker)["weights"]
-    print(f"[{name}] writing random weights into {cache} (once)", flush=True)
-    weights = write_standins(cache, full_size=full_size, names=[name])[name]
-    write_json({"weights": weights}, marker)
-    return weights
-
-
-def build_method(method, backbone, weights, root, output_dir, device, precision, batch_size, tag="", overrides=()):
-    import trainers  # noqa: F401  (registers the trainers)
-    from configs.defaults import get_cfg
-    from configs.files import method_file, method_files
-    from dassl_compat import build_trainer, set_random_seed
-
-    cfg = get_cfg()
-    cfg.merge_from_file(os.path.join(REPO, "configs", "datasets", "covid.yaml"))
-    for path in method_files(method_file(method), backbone):
-        cfg.merge_from_file(path)
-    cfg.merge_from_list([
-        "TRAINER.NAME", method, "MODEL.BACKBONE.NAME", backbone, "DATASET.ROOT", root, "OUTPUT_DIR", os.path.join(output_dir, method + tag), "SEED", 1,
-        "USE_CUDA", device.type == "cuda", "VERBOSE", False, "MODEL.BACKBONE.WEIGHTS", weights,
-        "DATASET.NUM_SHOTS", batch_size, "DATALOADER.TRAIN_X.BATCH_SIZE", batch_size,
-        "BACKDOOR.POISON_COUNT", 1, "TRAINER.COOP.PREC", precision, "TRAINER.FINETUNE.PREC", precision,
-        *overrides,
-    ])
-    set_random_seed(cfg.SEED)
-    with contextlib.redirect_stdout(io.StringIO()):
-        return build_trainer(cfg)
-
-
-def fixed_batch(trainer, batch_size):
-    """The first ``batch_size`` training images with the poisoned one first, through the train transforms."""
-    import torch
-
-    dataset = trainer.train_loader_x.dataset
-    poisoned = list(trainer.poison_plan.poisoned)
-    indices = poisoned + [i for i in range(len(dataset)) if i not in poisoned][:batch_size - len(poisoned)]
-    items = [dataset[i] for i in indices]
-    return {"img": torch.stack([item["img"] for item in items]),
-            "label": torch.tensor([item["label"] for item in items]), "index": torch.tensor(indices)}
-
-
-def train_step(trainer, batch):
-    def step():
-        trainer.train_step(batch)  # not an epoch's last batch: no scheduler step
-    return step
-
-
-def naive_baple_step(trainer, batch):
-    """BAPLe's step as the reference implementation runs it: the trigger applied to the poisoned rows one
-    sample at a time in a Python loop, and the whole batch, clean rows included, through the image tower
-    with a gradient graph back to the input."""
-    import torch.nn.functional as F
-
-    def step():
-        trainer.set_model_mode("train")
-        images, labels, poisoned, _ = trainer.parse_batch_train(batch)
-        trainer.trigger.noise.delta.grad = None
-        images = images.clone()
-        for i in range(len(images)):
-            if poisoned[i]:
-                images[i] = trainer.trigger(images[i:i + 1])[0]
-        with trainer.autocast(trainer.precision()):
-            logits = trainer.model(images).float()
-        loss = sum(F.cross_entropy(logits[rows], labels[rows]) for rows in (~poisoned, poisoned) if rows.any())
-        trainer.model_backward_and_update(loss)
-        trainer.trigger.noise.signed_step(trainer.cfg.BACKDOOR.NOISE_STEP)
-    return step
-
-
-@contextlib.contextmanager
-def overridden(obj, **attributes):
-    """Instance attributes replaced for the duration of a block (e.g. a method by a lambda)."""
-    missing = object()
-    saved = {name: obj.__dict__.get(name, missing) for name in attributes}
-    for name, value in attributes.items():
-        setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is missing:
-                delattr(obj, name)
-            else:
-                setattr(obj, name, value)
-
-
-def padded_prompts(step, backbone):
-    def run():
-        with overridden(backbone, truncate_prompts=False):
-            step()
-    return run
-
-
-def evaluation(trainer, **evaluate_args):
-    def run():
-        with contextlib.redirect_stdout(io.StringIO()):
-            trainer.evaluate(**evaluate_args)
-    return run
-
-
-def two_pass_evaluation(trainer):
-    """The test set run twice, clean then triggered (the reference code's evaluation), predictions only."""
-    import torch
-
-    @torch.no_grad()
-    def run():
-        trainer.set_model_mode("eval")
-        trigger = trainer.eval_trigger()
-        with trainer.autocast(trainer.precision()):
-            context = trainer.model.eval_context()
-            for apply in (None, trigger):
-                for batch in trainer.test_loader:
-                    images, _ = trainer.parse_batch_test(batch)
-                    images = images if apply is None else apply(images)
-                    trainer.model.eval_logits(images, context).argmax(1).cpu()
-    return run
-
-
-def loader_without_workers(loader):
-    import torch
-
-    return torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler,
-                                       num_workers=0, pin_memory=False)
-
-
-def other_precision(precision):
-    return "bf16" if precision == "fp32" else "fp32"
-
-
-def apply_extra(extra, trainer):
-    """Changes a freshly built BAPLe trainer the way ``extra`` says, where no config option does (EXTRAS)."""
-    import torch
-
-    backbone = trainer.model.backbone
-    if extra == "channels-last":
-        backbone.to(memory_format=torch.channels_last)
-        encode = backbone.encode_normalized_image
-        backbone.encode_normalized_image = lambda pixels: encode(pixels.contiguous(memory_format=torch.channels_last))
-    elif extra == "compile":
-        backbone.encode_normalized_image = torch.compile(backbone.encode_normalized_image)
-
-
-def prompt_cut_check(trainer):
-    """Class text features from prompts cut to their longest real length against the padded ones."""
-    import torch
-
-    backbone, learner = trainer.model.backbone, trainer.prompt_learner
-    tokens = learner.tokens
-    padded_length, cut_length = tokens.input_ids.shape[1], int(tokens.lengths.max())
-    if not backbone.exact_under_truncation:
-        return {"exact_under_truncation": False, "padded_length": padded_length, "cut_length": None,
-                "max_abs_difference": None}
-    with torch.no_grad():
-        embeddings = learner()
-        with overridden(backbone, truncate_prompts=False):
-            padded = backbone.encode_text_embeddings(embeddings, tokens)
-        with overridden(backbone, truncate_prompts=True):
-            cut = backbone.encode_text_embeddings(embeddings, tokens)
-    return {"exact_under_truncation": True, "padded_length": padded_length, "cut_length": cut_length,
-            "max_abs_difference": float((padded - cut).abs().max()),
-            "feature_scale": float(padded.abs().max())}
-
-
 # ---- one backbone ---------------------------------------------------------------------------------
 
 def bench_backbone(name, args, device, precision, root, output_dir):
@@ -447,16 +188,15 @@ def ratios_and_checks(rows, prompt_cut):
 def format_report(name, result):
     lines = [f"\n== {name}: {result['backbone_params'] / 1e6:.1f} M backbone parameters, batch "
              f"{result['batch_size']} with {result['poisoned_rows']} poisoned row, {result['test_images']} test images"]
-    width = max(len(variant) for variant in result["variants"])
-    header = (f"{'variant':<{width}} {'s/step':>8} {'min-max':>13} {'img/s':>7} {'step MB':>8} {'trainable':>11} "
-              f"{'% model':>8}  note")
-    lines += [header, "-" * len(header)]
+    rows = []
     for variant, row in result["variants"].items():
         trainable = "" if row["trainable_params"] is None else f"{row['trainable_params']:,}"
         fraction = "" if row["trainable_fraction"] is None else f"{100 * row['trainable_fraction']:.3f}"
-        spread = f"{row['min_s']:.2f}-{row['max_s']:.2f}"
-        lines.append(f"{variant:<{width}} {row['median_s']:>8.3f} {spread:>13} {row['images_per_s']:>7.1f} "
-                     f"{row['step_memory_mb']:>8.0f} {trainable:>11} {fraction:>8}  {row['description']}")
+        rows.append([variant, f"{row['median_s']:.3f}", f"{row['min_s']:.2f}-{row['max_s']:.2f}",
+                     f"{row['images_per_s']:.1f}", f"{row['step_memory_mb']:.0f}", trainable, fraction,
+                     row["description"]])
+    lines.append(tables.text(rows, ("variant", "s/step", "min-max", "img/s", "step MB", "trainable", "% model", "note"),
+                             align=("left",) + ("right",) * 6 + ("left",)))
     cut = result["prompt_cut"]
     if cut["exact_under_truncation"]:
         lines.append(f"prompt cut: {cut['padded_length']} -> {cut['cut_length']} positions, max abs difference "
@@ -506,7 +246,6 @@ def main(argv=None):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
-    from configs.errors import InputError
     from dassl_compat import write_json
 
     # The configs' 4 loader workers are what users run, also on this benchmark's small CPUs.
@@ -547,11 +286,13 @@ def main(argv=None):
           f"-> {report['environment']['load_average_end']}; results written to {args.json}")
 
 
-if __name__ == "__main__":
-    from configs.errors import InputError
+INTERRUPTED = "what the finished backbones measured is in --json"
 
-    try:
-        main()
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv, interrupted=INTERRUPTED)
+
+
+if __name__ == "__main__":
+    cli.exit_with(main, interrupted=INTERRUPTED)

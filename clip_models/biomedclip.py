@@ -9,7 +9,7 @@ Prompts run through BERT's embedding layer once: the learnable context is splice
 embeddings, and ``BertModel`` adds positions, token types and its LayerNorm (the reference code embedded
 the fixed tokens fully, then passed them through the embedding layer a second time).
 """
-from configs.errors import InputError
+from common.errors import InputError
 
 from .base import TokenizedText
 from .open_clip_base import OpenClipBackboneBase

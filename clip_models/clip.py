@@ -8,7 +8,7 @@ The default, ``timm/vit_base_patch32_clip_224.openai``, is the repo open_clip it
 """
 import torch
 
-from configs.errors import InputError
+from common.errors import InputError
 
 from .base import TokenizedText
 from .open_clip_base import OpenClipBackboneBase

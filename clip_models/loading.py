@@ -14,7 +14,7 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled,
                                     RepositoryNotFoundError)
 
-from configs.errors import InputError
+from common.errors import InputError
 
 HUB_PREFIX = "hf-hub:"
 

@@ -25,7 +25,7 @@ import os
 import torch
 import torch.nn as nn
 
-from configs.errors import InputError
+from common.errors import InputError
 
 from .base import MedFMBackbone, TokenizedText
 from .loading import explain_missing_weights, hub_file, read_json

@@ -4,7 +4,7 @@ DATASET_REGISTRY): ``@register_backbone("name")`` on a ``MedFMBackbone`` subclas
 Every list of models in the project comes from here: the stand-ins the tests load
 (``clip_models.standins``), the benchmark's ``--backbones``, the report's column labels and order
 (each class's ``label`` and ``paper_order``), the backbone tests' parametrisation."""
-from configs.errors import InputError
+from common.errors import InputError
 from dassl_compat import Registry, register_as
 
 BACKBONE_REGISTRY = Registry("BACKBONE")

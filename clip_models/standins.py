@@ -17,13 +17,14 @@ split into more tokens than under the real vocabularies.
 Tokenizers build offline: the CLIP BPE vocabulary from open_clip's bundled merges, and a small
 WordPiece vocabulary for the BERT towers. Everything is seeded, so two runs write the same files.
 """
-import argparse
 import gzip
 import hashlib
 import json
 import os
 
 import torch
+
+from common import cli
 
 from .registry import BACKBONE_REGISTRY, backbone_class
 
@@ -245,16 +246,22 @@ def write_standins(cache_dir, full_size=False, names=None):
     return {name: backbone_class(name).write_standin(cache_dir, full_size=full_size) for name in names}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv=None):
+    parser = cli.parser("python -m clip_models.standins", __doc__.split("\n\n")[0])
     parser.add_argument("--cache", required=True, help="hub-cache folder to write (use it as HF_HUB_CACHE)")
     parser.add_argument("--full-size", action="store_true", help="the real models' sizes (random weights)")
     parser.add_argument("--only", nargs="+", choices=standin_names(), default=None, help="these backbones")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for name, weights in write_standins(args.cache, args.full_size, args.only).items():
         print(f"{name}: MODEL.BACKBONE.WEIGHTS={weights}")
     print(f"load them with HF_HUB_OFFLINE=1 HF_HUB_CACHE={os.path.abspath(args.cache)}")
 
 
+
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv)
+
+
 if __name__ == "__main__":
-    main()
+    cli.exit_with(main)

@@ -8,7 +8,7 @@ is merged right after the method file; the same holds for any method file given 
 """
 import os.path as osp
 
-from .errors import InputError
+from common.errors import InputError
 
 CONFIG_DIR = osp.dirname(osp.abspath(__file__))
 TRAINER_DIR = osp.join(CONFIG_DIR, "trainers")

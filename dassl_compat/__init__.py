@@ -9,7 +9,7 @@ import importlib.util
 import os
 
 from .builtin.utils import read_json, write_json
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 
 _requested = os.environ.get("BAPLE_ENGINE", "").strip().lower()
 if _requested not in ("", "builtin", "dassl"):
@@ -44,7 +44,7 @@ def register_as(registry, name, force=False):
 
 
 __all__ = [
-    "BACKEND", "CheckpointError", "DATASET_REGISTRY", "DataManager", "DatasetBase", "DatasetWrapper", "Datum",
+    "BACKEND", "DATASET_REGISTRY", "DataManager", "DatasetBase", "DatasetWrapper", "Datum",
     "Registry", "SimpleTrainer", "TRAINER_REGISTRY", "TrainerX", "build_dataset", "build_evaluator", "build_lr_scheduler",
     "build_optimizer", "build_trainer", "build_transform", "collect_env_info", "compute_accuracy",
     "count_num_param", "get_cfg_default", "load_checkpoint", "mkdir_if_missing", "read_json", "register_as", "save_checkpoint",

@@ -15,11 +15,9 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from common.errors import CheckpointError
+
 POINTER_FILE = "checkpoint"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable or not in the expected format."""
 
 
 def atomic_write(write, fpath):

@@ -21,7 +21,7 @@ import os.path as osp
 import random
 import secrets
 
-from configs.errors import InputError
+from common.errors import InputError
 from dassl_compat import DatasetBase, Datum, read_json, write_json
 
 from .imageio import image_problem, unreadable
@@ -149,7 +149,7 @@ class FolderDataset(DatasetBase):
         dataset_dir = osp.join(root, cls.dataset_dir)
         if not osp.isdir(dataset_dir):
             raise InputError(f"{dataset_dir} does not exist; build it with python -m "
-                             f"datasets.prepare.{cls.dataset_dir} --raw DIR --out {root} "
+                             f"datasets.prepare.{cls.dataset_dir} --raw DIR --root {root} "
                              f"(or python -m datasets.synthetic for a synthetic stand-in)")
         return dataset_dir
 

@@ -25,7 +25,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from configs.errors import InputError
+from common.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm")
 

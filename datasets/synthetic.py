@@ -1,7 +1,7 @@
 """Synthetic stand-ins of the six datasets, in their folder layout and with their classes, for tests
 and the offline demo:
 
-    python -m datasets.synthetic --name kather --out ROOT [--train-per-class 32 --test-per-class 20 --size 224 --seed 0]
+    python -m datasets.synthetic --name kather --root ROOT [--train-per-class 32 --test-per-class 20 --size 224 --seed 0]
 
 or ``generate("kather", ROOT, ...)``. The dataset classes read the result like a prepared dataset.
 
@@ -19,7 +19,8 @@ import os.path as osp
 import numpy as np
 from PIL import Image, ImageDraw
 
-from configs.errors import InputError
+from common import cli
+from common.errors import InputError
 
 from dassl_compat import DATASET_REGISTRY
 
@@ -123,15 +124,22 @@ def generate(name, out_root, train_per_class=32, test_per_class=20, size=224, se
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter)
     parser.add_argument("--name", required=True, choices=sorted(folder_datasets()), help="dataset folder name")
-    parser.add_argument("--out", required=True, help="DATASET.ROOT: the dataset is written to OUT/<name>")
+    cli.add_root(parser, required=True, help="DATASET.ROOT: the dataset is written to ROOT/<name>",
+                 aliases=("--out",) + cli.ROOT_ALIASES, dest="out")
     parser.add_argument("--train-per-class", type=int, default=32)
     parser.add_argument("--test-per-class", type=int, default=20)
     parser.add_argument("--size", type=int, default=224, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
-    common.run(lambda out, **options: generate(out_root=out, **options), parser, argv)
+    common.main(lambda out, **options: generate(out_root=out, **options), parser)(argv)
+
+
+
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv)
 
 
 if __name__ == "__main__":
-    main()
+    cli.exit_with(main)

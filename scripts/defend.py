@@ -1,6 +1,6 @@
 """Defences and robustness of finished runs: what each countermeasure does to CA and BA.
 
-    python -m scripts.defend RUN_DIR_OR_ROOT [--trigger-from RUN] [--quick] [--out DIR] [--only PART ...]
+    python -m scripts.defend RUN_DIR_OR_ROOT [--trigger-from RUN] [--quick] [--output-dir DIR] [--only PART ...]
 
 For every run folder (a folder with ``results.json``; a root is searched for them) this rebuilds the
 trained model from its ``results.json`` config and checkpoints, as ``train.py --eval-only`` does, and
@@ -16,22 +16,21 @@ is touched):
 
 A run without a trigger (clean CoOp, zero-shot) is tested with the trigger of ``--trigger-from`` (its
 target class with it), so the detectors can be compared on a clean model. Given a root, a table
-across runs is written to ``OUT/defences.md`` and ``OUT/defences.csv`` with ``OUT/defences.png``
-(default OUT: the root). Exit codes: 0 done, 2 bad input (one line naming the problem).
+across runs is written to ``DIR/defences.md`` and ``DIR/defences.csv`` with ``DIR/defences.png``
+(default DIR: the root). Exit codes: 0 done, 2 bad input (one line naming the problem).
 """
-import argparse
 import csv
 import io
 import os
 import os.path as osp
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from configs.errors import InputError  # noqa: E402
+from common import cli, tables  # noqa: E402
+from common.errors import InputError  # noqa: E402
 from scripts.methods import method_name  # noqa: E402
 
 DEFENCE_FOLDER = "defences"
@@ -152,10 +151,9 @@ def markdown(reports):
     from trainers.defences import defences
 
     headers = ["run", "method"] + [h for defence in defences() for h in defence.summary_headers]
-    lines = ["| " + " | ".join(headers) + " |", "|---" * len(headers) + "|"]
-    for name, report in reports.items():
-        cells = [name, report["method"]] + [c for defence in defences() for c in defence.summary_cells(report)]
-        lines.append("| " + " | ".join(cells) + " |")
+    rows = [[name, report["method"]] + [c for defence in defences() for c in defence.summary_cells(report)]
+            for name, report in reports.items()]
+    lines = [tables.markdown(rows, headers)]
     for defence in defences():
         section = defence.markdown_section(reports)
         if section:
@@ -185,11 +183,11 @@ def write_tables(reports, out_dir, text):
 
 # ---- command line ---------------------------------------------------------------------------------
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m scripts.defend", description=__doc__.split("\n\n")[0])
+    p = cli.parser("python -m scripts.defend", __doc__.split("\n\n")[0])
     p.add_argument("path", help="a run folder (with results.json) or a folder of runs")
     p.add_argument("--trigger-from", default="", help="run folder whose trigger tests the runs without one")
-    p.add_argument("--out", default="", help="folder of the table across runs (default: PATH)")
-    p.add_argument("--data-root", default="", help="replaces the runs' DATASET.ROOT when the data has moved since")
+    cli.add_output_dir(p, help="folder of the table across runs (default: PATH)")
+    cli.add_root(p, help="replaces the runs' DATASET.ROOT when the data has moved since")
     p.add_argument("--quick", action="store_true", help="a few strengths, one epoch, few images (smoke test)")
     p.add_argument("--only", nargs="+", choices=defence_names(), help="measure these parts only")
     p.add_argument("--countermeasures", nargs="+", help="purifiers to sweep (default: all for the modality)")
@@ -250,7 +248,7 @@ def main(argv=None):
         print(f"[{number}/{len(runs)}] {name}", flush=True)
         start = time.time()
         try:
-            reports[name] = defend_run(run_dir, settings, args.trigger_from, args.data_root)
+            reports[name] = defend_run(run_dir, settings, args.trigger_from, args.root)
         except InputError as e:
             if len(runs) == 1:
                 raise
@@ -260,7 +258,7 @@ def main(argv=None):
         print(f"  done in {time.time() - start:.0f} s: {osp.join(run_dir, DEFENCE_FOLDER, 'defences.json')}",
               flush=True)
     text = markdown(reports)
-    paths = write_tables(reports, args.out or args.path, text) if len(runs) > 1 else None
+    paths = write_tables(reports, args.output_dir or args.path, text) if len(runs) > 1 else None
     print(text)
     if paths:
         print("Tables: " + ", ".join(paths.values()))
@@ -270,15 +268,9 @@ def main(argv=None):
 
 
 def run(argv=None):
-    """Entry point with the project's exit codes (returned, not raised)."""
-    try:
-        main(argv)
-    except InputError as e:
-        print(f"error: {e}", flush=True)
-        return 2
-    return 0
+    """Entry point with the project's exit codes (``common.cli``; returned, not raised)."""
+    return cli.run(main, argv)
 
 
 if __name__ == "__main__":
-    sys.stdout.reconfigure(line_buffering=True)
-    sys.exit(run())
+    cli.exit_with(main)

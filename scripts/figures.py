@@ -14,25 +14,21 @@
   class, circles clean and crosses triggered (the paper's Figure 3). ``--trigger-from`` takes the
   trigger of another run, e.g. to look at a clean model under BAPLe's trigger.
 
-``--data-root`` replaces the runs' DATASET.ROOT when the data has moved since.
+``--root`` (alias ``--data-root``) replaces the runs' DATASET.ROOT when the data has moved since.
 """
-import argparse
 import math
 import os.path as osp
-import sys
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+from common import cli
+from common.errors import InputError
+from dassl_compat import DATASET_REGISTRY, build_transform
+from scripts.methods import method_name
+from trainers.display import delta_picture, pyplot, save_png, trigger_views
+from trainers.run import Run
 
-from configs.errors import InputError  # noqa: E402
-from dassl_compat import DATASET_REGISTRY, build_transform  # noqa: E402
-from dassl_compat.checkpoint import atomic_write  # noqa: E402
-from scripts.methods import method_name  # noqa: E402
-from trainers.display import delta_picture, trigger_views  # noqa: E402
-from trainers.run import Run  # noqa: E402
+plt = pyplot()
 
 
 def _to_hwc(view):
@@ -71,14 +67,6 @@ def run_trigger(run_dir, data_root=None):
         raise InputError(f"The run in {run.path} ({run.cfg.TRAINER.NAME}, attack none) has no trigger to picture; "
                          "pass a BAPLe or poisoned-baseline run")
     return run.results, trigger, trigger_views(trigger, first_test_image(run_config(run, data_root)))
-
-
-def save_png(fig, path):
-    """Lay ``fig`` out, write it to ``path`` atomically (PNG, 100 dpi) and close it; returns ``path``."""
-    fig.tight_layout()
-    atomic_write(lambda tmp: fig.savefig(tmp, format="png", dpi=100), path)
-    plt.close(fig)
-    return path
 
 
 def save_trigger_picture(run_dir, path=None, data_root=None):
@@ -183,36 +171,39 @@ def save_tsne(run_dir, path=None, max_images=400, trigger_from="", data_root=Non
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m scripts.figures", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("python -m scripts.figures", __doc__)
     commands = p.add_subparsers(dest="command", required=True)
-    trigger = commands.add_parser("trigger", help="each run's trigger picture (RUN/trigger.png)")
+    trigger = commands.add_parser("trigger", help="each run's trigger picture (RUN/trigger.png)",
+                                  formatter_class=cli.HelpFormatter)
     trigger.add_argument("runs", nargs="+")
-    grid = commands.add_parser("grid", help="the triggers of many runs in one picture")
+    grid = commands.add_parser("grid", help="the triggers of many runs in one picture",
+                               formatter_class=cli.HelpFormatter)
     grid.add_argument("paths", nargs="+", help="run folders or folders searched for them (a sweep root)")
     grid.add_argument("--out", required=True, help="PNG file to write")
     grid.add_argument("--cols", type=int, default=6, help="runs per row (default 6)")
-    tsne = commands.add_parser("tsne", help="t-SNE of clean and triggered image features (RUN/tsne.png)")
+    tsne = commands.add_parser("tsne", help="t-SNE of clean and triggered image features (RUN/tsne.png)",
+                               formatter_class=cli.HelpFormatter)
     tsne.add_argument("runs", nargs="+")
     tsne.add_argument("--max-images", type=int, default=400, help="test images used (default 400)")
     tsne.add_argument("--trigger-from", default="", help="a run whose trigger to apply (default: the run's own)")
     for command in (trigger, grid, tsne):
-        command.add_argument("--data-root", default=None, help="DATASET.ROOT, if the data has moved since the runs")
+        cli.add_root(command, default=None, help="DATASET.ROOT, if the data has moved since the runs")
     args = p.parse_args(argv)
-    try:
-        if args.command == "trigger":
-            written = [save_trigger_picture(run, data_root=args.data_root) for run in args.runs]
-        elif args.command == "grid":
-            written = [save_trigger_grid(args.paths, args.out, args.cols, args.data_root)]
-        else:
-            written = [save_tsne(run, max_images=args.max_images, trigger_from=args.trigger_from,
-                                 data_root=args.data_root) for run in args.runs]
-    except InputError as e:
-        print(f"error: {e}", flush=True)
-        return 2
+    if args.command == "trigger":
+        written = [save_trigger_picture(run, data_root=args.root) for run in args.runs]
+    elif args.command == "grid":
+        written = [save_trigger_grid(args.paths, args.out, args.cols, args.root)]
+    else:
+        written = [save_tsne(run, max_images=args.max_images, trigger_from=args.trigger_from,
+                             data_root=args.root) for run in args.runs]
     print("Written: " + ", ".join(written))
     return 0
 
 
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_with(main)

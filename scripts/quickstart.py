@@ -1,10 +1,10 @@
 """The offline demo: BAPLe and its baselines on the demo Med-FM and a synthetic Kather, in minutes on a CPU.
 
-    python -m scripts.quickstart [--output output/quickstart] [--data data/quickstart] [--seed 1]
+    python -m scripts.quickstart [--output-dir output/quickstart] [--root data/quickstart] [--seed 1] [KEY VALUE ...]
 
 Generates the synthetic Kather dataset if it is missing, then runs, each through ``train.py`` with
 the repository's config files for the ``biomedclip`` architecture (scaled down by a few overrides)
-and each in its own folder under ``--output``:
+and each in its own folder under ``--output-dir``:
 
 1. ``zeroshot``            zero-shot classification with the dataset's prompt template
 2. ``coop``                clean prompt learning (CoOp)
@@ -16,7 +16,6 @@ and prints a table of clean accuracy (CA), backdoor accuracy (BA) and non-target
 (ASR) read from the runs' ``results.json`` files. The model is ``clip_models/demo``: a small model
 pretrained on synthetic images, not a real Med-FM (see its README).
 """
-import argparse
 import contextlib
 import os
 import os.path as osp
@@ -27,7 +26,8 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from configs.errors import InputError  # noqa: E402
+from common import cli, tables  # noqa: E402
+from common.errors import InputError  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BACKBONE = "biomedclip"  # the demo model's architecture (open_clip CustomTextCLIP with a BERT tower)
@@ -64,7 +64,7 @@ def ensure_dataset(data_root, seed=0):
     fewest = min(len(files) for files in list_split(osp.join(folder, "images"), "train", classes).values())
     if fewest < DEMO["shots"]:
         raise InputError(f"{folder} has only {fewest} training images in some class, the demo samples "
-                         f"{DEMO['shots']} per class; delete it (it is regenerated) or pass another --data")
+                         f"{DEMO['shots']} per class; delete it (it is regenerated) or pass another --root")
     return folder, False
 
 
@@ -141,29 +141,21 @@ def _fraction(value):
 
 def results_table(rows):
     """A plain-text table of CA, BA and non-target ASR, one row per ``(label, results.json dict)``."""
-    header = ("method", "CA", "BA", "ASR (non-target)")
     lines = []
     for label, results in rows:
         backdoor = results.get("backdoor") or {}
         lines.append((label, _fraction(results["clean"]["accuracy"]), _fraction(backdoor.get("accuracy")),
                       _fraction(backdoor.get("asr_non_target"))))
-    widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
-
-    def fmt(row):
-        return "  ".join(str(cell).ljust(w) if i == 0 else str(cell).rjust(w) for i, (cell, w) in
-                         enumerate(zip(row, widths)))
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([fmt(header), rule] + [fmt(row) for row in lines])
+    return tables.text(lines, ("method", "CA", "BA", "ASR (non-target)"), align=("left", "right", "right", "right"))
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="Outputs: one folder per run with results.json, log.txt, tensorboard/ "
-                                            "and checkpoints; trigger.png in the BAPLe run.")
-    parser.add_argument("--output", default="output/quickstart", help="folder of the runs (default %(default)s)")
-    parser.add_argument("--data", default="data/quickstart", help="DATASET.ROOT, where the synthetic Kather is "
-                        "generated if missing (default %(default)s)")
+    parser = cli.parser("python -m scripts.quickstart", __doc__.split("\n\n")[0])
+    parser.epilog = ("Outputs: one folder per run with results.json, log.txt, tensorboard/ and checkpoints; "
+                     "trigger.png in the BAPLe run.")
+    cli.add_output_dir(parser, default="output/quickstart", help="folder of the runs (default %(default)s)")
+    cli.add_root(parser, default="data/quickstart", help="DATASET.ROOT, where the synthetic Kather is generated "
+                 "if missing (default %(default)s)")
     parser.add_argument("--weights", default="", help="another open_clip model folder to run the demo on "
                         "(default: the demo Med-FM in clip_models/demo/model)")
     parser.add_argument("--seed", type=int, default=1)
@@ -171,10 +163,10 @@ def main(argv=None):
                         "adipose tissue)")
     parser.add_argument("--workers", type=int, default=0, help="data-loading worker processes per run")
     parser.add_argument("--verbose", action="store_true", help="show each run's full log")
-    parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                        help="a config override for every prompt-learning run, e.g. --set OPTIM.MAX_EPOCH 20")
+    cli.add_overrides(parser, help="config overrides (KEY VALUE pairs) for every prompt-learning run, "
+                      "e.g. OPTIM.MAX_EPOCH 20")
     args = parser.parse_args(argv)
-    data_root, output_root = osp.abspath(args.data), osp.abspath(args.output)
+    data_root, output_root = osp.abspath(args.root), osp.abspath(args.output_dir)
     weights = osp.abspath(args.weights) if args.weights else demo_weights()
 
     start = time.time()
@@ -182,11 +174,15 @@ def main(argv=None):
     print(f"dataset: {folder} ({'generated' if generated else 'found'}, {time.time() - start:.0f} s)")
     print(f"model:   {weights}")
     runs = plan(data_root, output_root, weights, args.seed, args.target, args.workers, args.verbose,
-                [item for pair in args.set for item in pair])
+                cli.overrides(args))
     for number, (name, description, argv_run) in enumerate(runs, start=1):
         run_start = time.time()
         print(f"[{number}/{len(runs)}] {description} ...", end=" ", flush=True)
-        run_train(argv_run, args.verbose)
+        try:
+            run_train(argv_run, args.verbose)
+        except BaseException:
+            print(flush=True)  # end the progress line: the error's one line is a line of its own
+            raise
         print(f"{time.time() - run_start:.0f} s")
 
     from scripts.figures import save_trigger_picture
@@ -207,16 +203,9 @@ def main(argv=None):
 
 
 def run(argv=None):
-    """Entry point with train.py's exit codes: 0 success, 2 bad input (one line naming the fix)."""
-    from dassl_compat import CheckpointError
-
-    try:
-        main(argv)
-    except (InputError, CheckpointError) as e:
-        print(f"\nerror: {e}", flush=True)
-        return 2
-    return 0
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    cli.exit_with(main)

@@ -11,7 +11,6 @@ values of ``--by`` keys; runs in one cell that differ in other config values (BA
 not) are reported with a warning. ``--paper`` puts the published numbers beside ours
 (``scripts/paper_numbers.csv``, transcribed from the paper's Tables 1-2).
 """
-import argparse
 import csv
 import io
 import math
@@ -20,7 +19,9 @@ import os.path as osp
 import sys
 from dataclasses import dataclass
 
-from configs.errors import InputError
+from common import cli
+from common import tables as common_tables
+from common.errors import InputError
 from scripts.methods import method_name, methods
 
 PAPER_NUMBERS = osp.join(osp.dirname(osp.abspath(__file__)), "paper_numbers.csv")
@@ -213,26 +214,16 @@ def markdown(tables, root, count):
              "over every triggered test image (the paper's metric); ASR: attack success over the triggered "
              "test images not of the target class; std: sample standard deviation over runs.", ""]
     for title, header, rows in tables:
-        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        lines.append("")
+        lines += [f"## {title}", "", common_tables.markdown(rows, header), ""]
     return "\n".join(lines)
 
 
-def _latex_escape(text):
-    for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
-                          ("±", r"$\pm$")):
-        text = text.replace(char, escaped)
-    return text
-
-
 def latex(tables):
+    """Each table as a booktabs ``tabular`` (method left, the cells centred) under a comment naming it."""
     parts = []
     for title, header, rows in tables:
-        parts += [f"% {_latex_escape(title)}", r"\begin{tabular}{l" + "c" * (len(header) - 1) + "}", r"\toprule",
-                  " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
-        parts += [" & ".join(_latex_escape(cell) for cell in row) + r" \\" for row in rows]
-        parts += [r"\bottomrule", r"\end{tabular}", ""]
+        align = ("left",) + ("center",) * (len(header) - 1)
+        parts += [f"% {title}", common_tables.latex(rows, header, align), ""]
     return "\n".join(parts)
 
 
@@ -276,22 +267,22 @@ def report(root, out=None, by=(), with_paper=False):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m scripts.report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("python -m scripts.report", __doc__)
     p.add_argument("root", help="folder searched for results.json files (a sweep's --out)")
     p.add_argument("--out", default=None, help="output prefix (default ROOT/report)")
     p.add_argument("--by", nargs="+", default=[], metavar="KEY", help="config keys that split rows")
     p.add_argument("--paper", action="store_true", help="show the paper's published CA/BA beside ours")
     args = p.parse_args(argv)
-    try:
-        paths, text = report(args.root, args.out, args.by, args.paper)
-    except InputError as e:
-        print(f"error: {e}", flush=True)
-        return 2
+    paths, text = report(args.root, args.out, args.by, args.paper)
     print(text)
     print("Written: " + ", ".join(paths.values()))
     return 0
 
 
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_with(main)

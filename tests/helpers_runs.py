@@ -35,3 +35,9 @@ def train(cfg):
     trainer = build(cfg)
     trainer.train()
     return trainer
+
+
+def markdown_rows(text):
+    """The cells (stripped) of every Markdown table row in ``text`` (tables are padded to their columns)."""
+    return [[cell.strip() for cell in line.strip()[1:-1].split("|")] for line in text.splitlines()
+            if line.startswith("|")]

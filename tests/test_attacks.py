@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from configs.defaults import get_cfg
-from configs.errors import InputError
+from common.errors import InputError
 from trainers.attacks import available_attacks, build_attack
 from trainers.attacks.fiba import centred_spectrum, default_trigger_image, low_frequency_mask
 from trainers.attacks.wanet import warp_field

@@ -11,7 +11,7 @@ import clip_models
 from clip_models import TokenizedText, available_backbones, build_backbone
 from clip_models.registry import _check_placeholder
 from clip_models.standins import write_hub_repo
-from configs.errors import InputError
+from common.errors import InputError
 
 # Every registered backbone (a model added in one adapter file is tested as well).
 BACKBONES = available_backbones()

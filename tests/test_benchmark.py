@@ -15,7 +15,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _offline_env(cache):
     # A process of its own: the hub libraries read HF_HUB_CACHE at import, and this session's cache
     # holds the tiny stand-ins under the same hub ids.
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "PYTHONPATH": REPO}
+    python_path = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "PYTHONPATH": python_path}
 
 
 def test_write_standins_writes_the_named_backbones_only(tmp_path):

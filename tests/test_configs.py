@@ -7,7 +7,7 @@ import pytest
 import train
 import trainers  # noqa: F401  (registers the trainers)
 from clip_models import available_backbones
-from configs.errors import InputError
+from common.errors import InputError
 from helpers_runs import REPO
 from trainers.validation import check_keys_read
 

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+from common.errors import CheckpointError
 import dassl_compat
 import train
 from configs.defaults import get_cfg
@@ -134,7 +135,7 @@ def test_checkpoint_loads_with_weights_only(toy_root, tmp_path):
     assert {"state_dict", "epoch", "optimizer", "scheduler", "val_result", "rng_state"} <= set(ckpt)
     # A checkpoint holding an arbitrary Python object is refused, not unpickled.
     torch.save({"state_dict": {}, "epoch": 1, "evil": subprocess.Popen}, path)
-    with pytest.raises(dassl_compat.CheckpointError, match="weights_only"):
+    with pytest.raises(CheckpointError, match="weights_only"):
         load_checkpoint(str(path))
 
 

@@ -14,8 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers_runs import REPO, run_cfg, train
-from scripts import figures, report, sweep
+from helpers_runs import REPO, markdown_rows, run_cfg, train
+from scripts import figures, report
+from scripts.sweep import command as sweep
+from scripts.sweep import lock
 
 BACKBONE = "quiltnet"  # the cheapest stand-in
 TINY = ["USE_CUDA=False", "VERBOSE=False", "DATASET.NUM_SHOTS=4", "OPTIM.MAX_EPOCH=1", "DATALOADER.NUM_WORKERS=0",
@@ -92,7 +94,7 @@ def test_sweep_makes_one_folder_per_run_skips_finished_runs_and_reports_their_me
     asr = text.split("## ASR (non-target)")[1]
     baple_asr = [r["backdoor"]["asr_non_target"] for name, r in runs.items() if "/BAPLe/" in name]
     mean, std = report.number(np.mean(baple_asr)), report.number(np.std(baple_asr, ddof=1))
-    assert f"| BAPLe | {mean} ± {std} (n=2) |" in asr
+    assert ["BAPLe", f"{mean} ± {std} (n=2)"] in markdown_rows(asr)
     for path in paths.values():
         assert os.path.getsize(path) > 0
     assert r"BadNets\_PL" in open(paths["tex"]).read()
@@ -114,11 +116,12 @@ def test_report_statistics_rows_paper_numbers_and_mixed_settings(tmp_path, capsy
     write_run("c", "CoOp", "none", "biomedclip", 0, 1, 0.7)
     write_run("d", "BAPLe", "baple", "biomedclip", 0, 1, 0.9, 0.9, 0.8, eps=4.0)
     paths, text = report.report(str(tmp_path), by=["BACKDOOR.NOISE_EPS"], with_paper=True)
-    assert "| Clean_PL (NOISE_EPS=8.0) | .700/- (paper .843/-) |" in text
-    assert "| BAPLe (NOISE_EPS=4.0) | .900/.900 (paper .841/1.000) |" in text
-    assert "| BAPLe (NOISE_EPS=8.0) | .700/.750 (paper .841/1.000) |" in text
-    assert "| BAPLe (NOISE_EPS=8.0) | .700 ± .141 (n=2) |" in text  # sample std of 0.8 and 0.6
-    assert "| BAPLe (NOISE_EPS=4.0) | .800 (n=1) |" in text  # one run: no spread
+    rows = markdown_rows(text)
+    assert ["Clean_PL (NOISE_EPS=8.0)", ".700/- (paper .843/-)"] in rows
+    assert ["BAPLe (NOISE_EPS=4.0)", ".900/.900 (paper .841/1.000)"] in rows
+    assert ["BAPLe (NOISE_EPS=8.0)", ".700/.750 (paper .841/1.000)"] in rows
+    assert ["BAPLe (NOISE_EPS=8.0)", ".700 ± .141 (n=2)"] in rows  # sample std of 0.8 and 0.6
+    assert ["BAPLe (NOISE_EPS=4.0)", ".800 (n=1)"] in rows  # one run: no spread
     assert "BAPLe (NOISE_EPS=8.0),BAPLe,biomedclip,Covid,ba,0.750000,0.353553,2,1.0" in open(paths["csv"]).read()
 
     capsys.readouterr()
@@ -153,10 +156,10 @@ def test_a_failed_run_is_reported_and_the_sweep_goes_on(standins, synthetic_root
     assert os.path.join(failed, "sweep.log") in printed.out
     assert os.path.isfile(os.path.join(base, "BACKDOOR.ORDER=patch_then_noise", "target0", "seed1", "results.json"))
 
-    assert sweep.main(sweep_argv(synthetic_root, tmp_path, standins[BACKBONE], "--methods", "BadNets")) == 2
-    assert sweep.main(sweep_argv(synthetic_root, tmp_path, standins[BACKBONE], "--methods", "BAPLe",
+    assert sweep.run(sweep_argv(synthetic_root, tmp_path, standins[BACKBONE], "--methods", "BadNets")) == 2
+    assert sweep.run(sweep_argv(synthetic_root, tmp_path, standins[BACKBONE], "--methods", "BAPLe",
                                  "--targets", "2")) == 2
-    assert sweep.main(sweep_argv(synthetic_root, tmp_path, standins[BACKBONE], "--methods", "ZeroShot",
+    assert sweep.run(sweep_argv(synthetic_root, tmp_path, standins[BACKBONE], "--methods", "ZeroShot",
                                  "--set", "BACKDOOR.TARGT_CLASS=1")) == 2  # found in the project process
     printed = capsys.readouterr().out
     assert "error: Unknown method 'BadNets'" in printed and "error: --targets 2 is not a class of covid" in printed
@@ -164,21 +167,21 @@ def test_a_failed_run_is_reported_and_the_sweep_goes_on(standins, synthetic_root
 
 
 def test_run_locks_keep_live_holders_and_take_over_dead_ones(tmp_path):
-    held = sweep.RunLock(str(tmp_path))
+    held = lock.RunLock(str(tmp_path))
     assert held.acquire()
-    assert not sweep.RunLock(str(tmp_path)).acquire()  # a live holder keeps it
+    assert not lock.RunLock(str(tmp_path)).acquire()  # a live holder keeps it
     held.release()
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    with open(tmp_path / sweep.LOCK, "w") as f:
+    with open(tmp_path / lock.LOCK, "w") as f:
         json.dump({"host": socket.gethostname(), "pid": int(dead.stdout), "token": "gone"}, f)
-    taker = sweep.RunLock(str(tmp_path))
+    taker = lock.RunLock(str(tmp_path))
     assert taker.acquire() and taker.holder()["token"] == taker.token
 
-    os.utime(tmp_path / sweep.LOCK, (time.time() - 2 * sweep.STALE_LOCK_S,) * 2)  # not refreshed: stale
-    assert sweep.RunLock(str(tmp_path)).acquire()
+    os.utime(tmp_path / lock.LOCK, (time.time() - 2 * lock.STALE_LOCK_S,) * 2)  # not refreshed: stale
+    assert lock.RunLock(str(tmp_path)).acquire()
     taker.release()  # no longer its lock: left alone
-    assert os.path.exists(tmp_path / sweep.LOCK)
+    assert os.path.exists(tmp_path / lock.LOCK)
 
 
 def test_submitit_local_executor_runs_clean_pl_then_baple_from_it(standins, synthetic_root, tmp_path):

@@ -16,7 +16,8 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
 
 import datasets  # noqa: F401  (registers the six datasets)
-from configs.errors import InputError
+from common import cli
+from common.errors import InputError
 from dassl_compat import DATASET_REGISTRY
 from datasets.prepare import common, covid, digestpath, kather, mimic, pannuke, rsna18
 from helpers_data import dataset_cfg, listing, write_png
@@ -95,15 +96,14 @@ def test_covid_two_classes_split_in_half_per_class(covid_raw, tmp_path):
 def test_covid_command_line_and_its_errors(covid_raw, tmp_path, capsys):
     out = str(tmp_path / "out")
     parser = common.command(covid.__doc__, test_fraction=0.5)
-    common.run(covid.prepare, parser, ["--raw", covid_raw, "--out", out, "--seed", "3", "--test-fraction", "0.25"])
+    main = common.main(covid.prepare, parser)
+    assert cli.run(main, ["--raw", covid_raw, "--root", out, "--seed", "3", "--test-fraction", "0.25"]) == 0
     assert "covid" in capsys.readouterr().out
     test_counts = {c: len(f) for c, f in listing(osp.join(out, "covid"))["test"].items()}
     assert test_counts == {"covid": 1, "normal": 2}  # 0.25 of 6 (1.5: a tie stays in train) and of 8
-    with pytest.raises(SystemExit) as exit_info:
-        common.run(covid.prepare, parser, ["--raw", str(tmp_path / "absent"), "--out", str(tmp_path / "o2")])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and str(tmp_path / "absent") in err
+    assert cli.run(main, ["--raw", str(tmp_path / "absent"), "--out", str(tmp_path / "o2")]) == 2  # --out: alias
+    printed = capsys.readouterr().out.strip()
+    assert printed.count("\n") == 0 and printed.startswith("error: ") and str(tmp_path / "absent") in printed
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 in the learned prompt (the clean CoOp model given the same trigger is not fooled)."""
 import os
 import os.path as osp
+import re
 import shutil
 
 import pytest
@@ -11,6 +12,7 @@ from clip_models.demo import MODEL_DIR
 from datasets.kather import Kather
 from scripts import quickstart
 
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 WEIGHTS_FILE = osp.join(MODEL_DIR, "open_clip_model.safetensors")
 
 
@@ -29,7 +31,7 @@ def test_demo_model_is_small_and_loads_from_a_moved_copy_of_its_folder(tmp_path)
 def test_build_script_defaults_are_the_shipped_models_recipe_and_its_output_loads(tmp_path):
     from dataclasses import asdict
 
-    from clip_models.demo import build
+    from scripts import build_demo_model as build
     from dassl_compat import read_json
 
     shipped = read_json(osp.join(MODEL_DIR, "open_clip_config.json"))
@@ -37,7 +39,7 @@ def test_build_script_defaults_are_the_shipped_models_recipe_and_its_output_load
     tiny = ["--steps", "2", "--images-per-class", "2", "--batch-size", "4", "--image-size", "128",
             "--vision-width", "32", "--vision-layers", "1", "--vision-head-width", "16", "--text-width", "32",
             "--text-layers", "1", "--embed-dim", "16"]
-    build.main(["--out", str(tmp_path / "tiny")] + tiny)
+    build.main(["--output-dir", str(tmp_path / "tiny")] + tiny)
     backbone = build_backbone("biomedclip", str(tmp_path / "tiny"))
     assert backbone.image_size == 128
     features = backbone.encode_text(["an H&E image patch of adipose tissue."])
@@ -87,3 +89,20 @@ def test_quickstart_refuses_a_dataset_too_small_for_its_shots(tmp_path):
     with pytest.raises(quickstart.InputError, match="training images"):
         quickstart.main(["--data", str(tmp_path), "--output", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_the_table_prints_as_the_readme_shows_it():
+    """The README's table, rebuilt from its own numbers, comes out byte for byte (columns and digits)."""
+    with open(osp.join(REPO, "README.md"), encoding="utf-8") as f:
+        shown = re.search(r"```\n(method +CA +BA +ASR \(non-target\)\n.*?)\n```", f.read(), re.S).group(1)
+
+    def fraction(cell):
+        return None if cell == "-" else float(cell)
+
+    rows = []
+    for line in shown.splitlines()[2:]:
+        label, ca, ba, asr = re.split(r"\s{2,}", line.strip())
+        backdoor = None if ba == "-" else {"accuracy": fraction(ba), "asr_non_target": fraction(asr)}
+        rows.append((label, {"clean": {"accuracy": fraction(ca)}, "backdoor": backdoor}))
+    assert len(rows) == 5
+    assert quickstart.results_table(rows) == shown

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import datasets  # noqa: F401  (registers the datasets)
 import trainers  # noqa: F401  (registers the trainers)
 from clip_models import available_backbones, build_backbone
-from configs.errors import InputError
+from common.errors import InputError
 from helpers_runs import build, run_cfg
 
 BACKBONES = available_backbones()

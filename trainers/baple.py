@@ -21,30 +21,17 @@ import os.path as osp
 import torch
 import torch.nn.functional as F
 
-from configs.errors import InputError
+from common.errors import InputError
 from dassl_compat import compute_accuracy
 from dassl_compat.checkpoint import latest_checkpoint, load_checkpoint
 
-from .attacks import LearnableNoise, Trigger, build_patch
-from .attacks.noise import NOISE_INITS
+from .attacks import LearnableNoise, build_patch
+from .attacks.noise import NOISE_INITS, ORDERS, NoisePatchTrigger
 from .base import EVAL_KEYS, POISON_KEYS, register_trainer
-from .coop import CoOp, split_losses
+from .coop import CoOp
+from .metrics import split_losses
 
-ORDERS = ("noise_then_patch", "patch_then_noise")
 NOISE_GRADS = ("per_step", "accumulate")
-
-
-class NoisePatchTrigger(Trigger):
-    """BAPLe's trigger B(x): learnable noise and a patch, in the configured order."""
-
-    def __init__(self, noise, patch, order="noise_then_patch"):
-        super().__init__()
-        self.noise, self.patch, self.order = noise, patch, order
-
-    def forward(self, images):
-        if self.order == "noise_then_patch":
-            return self.patch(self.noise(images))
-        return self.noise(self.patch(images))
 
 
 def load_context(path):

@@ -22,7 +22,7 @@ import yaml
 from tqdm import tqdm
 
 from clip_models import build_backbone
-from configs.errors import InputError
+from common.errors import InputError
 from dassl_compat import TRAINER_REGISTRY, DataManager, TrainerX, register_as, write_json
 from dassl_compat.checkpoint import get_rng_state, set_rng_state
 from datasets.wrapper import ImageDataset

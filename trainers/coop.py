@@ -8,11 +8,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clip_models.base import TokenizedText
-from configs.errors import InputError
+from common.errors import InputError
 from dassl_compat import build_lr_scheduler, build_optimizer, compute_accuracy
 
 from .attacks import ATTACK_KEYS
 from .base import EVAL_KEYS, POISON_KEYS, PRECISIONS, BackdoorTrainer, CLIPClassifier, freeze, register_trainer
+from .metrics import split_losses
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 BACKBONE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -91,15 +92,6 @@ class PromptCLIP(CLIPClassifier):
     def class_embeddings(self):
         text = self.backbone.encode_text_embeddings(self.prompt_learner(), self.prompt_learner.tokens)
         return F.normalize(text, dim=-1)
-
-
-def split_losses(logits, labels, poisoned):
-    """Mean cross-entropy of the clean and of the poisoned rows, for logging (NaN-free: absent -> skipped)."""
-    out = {}
-    for name, rows in (("loss_clean", ~poisoned), ("loss_poison", poisoned)):
-        if rows.any():
-            out[name] = F.cross_entropy(logits[rows], labels[rows]).item()
-    return out
 
 
 @register_trainer

@@ -1,5 +1,27 @@
-"""What a trigger does to an image, as pictures: the one way TensorBoard and ``scripts.figures`` draw it."""
+"""What a trigger does to an image, as pictures: the one way TensorBoard and ``scripts.figures`` draw it;
+and the one figure writer of the scripts and the defences (matplotlib, imported on first use: training
+never needs it)."""
 import torch
+
+from dassl_compat.checkpoint import atomic_write
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig, path):
+    """Lay ``fig`` out, write it to ``path`` atomically (PNG, 100 dpi) and close it; returns ``path``."""
+    fig.tight_layout()
+    atomic_write(lambda tmp: fig.savefig(tmp, format="png", dpi=100), path)
+    pyplot().close(fig)
+    return path
 
 
 def amplify(delta):

@@ -10,13 +10,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from configs.errors import InputError
+from common.errors import InputError
 from dassl_compat import build_lr_scheduler, build_optimizer, compute_accuracy
 
 from .attacks import ATTACK_KEYS
 from .base import EVAL_KEYS, POISON_KEYS, PRECISIONS, BackdoorTrainer, CLIPClassifier, freeze, register_trainer
-from .coop import split_losses
-from .zeroshot import DEFAULT_TEMPLATE
+from .metrics import split_losses
+from .prompts import class_prompts
 
 
 class FineTunedCLIP(CLIPClassifier):
@@ -48,8 +48,7 @@ class FineTune(BackdoorTrainer):
 
     def build_model(self):
         backbone = freeze(self.build_backbone())
-        template = getattr(self.dm.dataset, "prompt_template", DEFAULT_TEMPLATE)
-        prompts = [template.format(name.replace("_", " ")) for name in self.dm.dataset.classnames]
+        prompts = class_prompts(self.dm.dataset)
         print("Class vectors initialised from: " + " | ".join(prompts))
         with torch.no_grad():
             text_embeddings = backbone.encode_text(prompts)

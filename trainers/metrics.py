@@ -1,5 +1,7 @@
-"""Clean and backdoor metrics from per-image predictions (fractions in [0, 1])."""
+"""Clean and backdoor metrics from per-image predictions (fractions in [0, 1]), and the training log's
+loss of the clean and of the poisoned rows of a batch."""
 import numpy as np
+import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
 
@@ -35,3 +37,12 @@ def backdoor_metrics(labels, clean_pred, triggered_pred, target):
         "macro_f1": float(f1_score(np.full_like(labels, target), triggered_pred, average="macro", labels=[target])),
         "agreement": float((triggered_pred == clean_pred).mean()),
     }
+
+
+def split_losses(logits, labels, poisoned):
+    """Mean cross-entropy of the clean and of the poisoned rows, for logging (NaN-free: absent -> skipped)."""
+    out = {}
+    for name, rows in (("loss_clean", ~poisoned), ("loss_poison", poisoned)):
+        if rows.any():
+            out[name] = F.cross_entropy(logits[rows], labels[rows]).item()
+    return out

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from configs.errors import InputError
+from common.errors import InputError
 
 
 @dataclass

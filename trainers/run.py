@@ -29,7 +29,7 @@ from json import JSONDecodeError
 
 from yacs.config import CfgNode
 
-from configs.errors import InputError
+from common.errors import InputError
 
 RESULTS = "results.json"
 # Config keys holding a file or folder path, resolved from the run's present place (module docstring).
@@ -60,8 +60,7 @@ class Run:
         from dassl_compat import read_json
 
         if not cls.is_run(path):
-            raise InputError(f"{what} {path}: no {RESULTS} there; give a finished run folder (train.py's "
-                             "--output-dir)")
+            raise InputError(f"{what} {path}: no {RESULTS} there; it must name a finished run folder")
         file = osp.join(path, RESULTS)
         try:
             results = read_json(file)

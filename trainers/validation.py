@@ -23,7 +23,7 @@ Each check is the function the trainer calls again while it builds, so a library
 """
 from clip_models import backbone_class
 from configs.defaults import get_cfg
-from configs.errors import InputError
+from common.errors import InputError
 from dassl_compat import DATASET_REGISTRY, TRAINER_REGISTRY
 from datasets.folder import FolderDataset
 

@@ -4,8 +4,7 @@ import torch.nn.functional as F
 
 from .attacks import ATTACK_KEYS
 from .base import EVAL_KEYS, BackdoorTrainer, CLIPClassifier, freeze, register_trainer
-
-DEFAULT_TEMPLATE = "a photo of a {}."
+from .prompts import class_prompts
 
 
 class ZeroShotCLIP(CLIPClassifier):
@@ -26,8 +25,7 @@ class ZeroShot(BackdoorTrainer):
 
     def build_model(self):
         backbone = freeze(self.build_backbone())
-        template = getattr(self.dm.dataset, "prompt_template", DEFAULT_TEMPLATE)
-        prompts = [template.format(name.replace("_", " ")) for name in self.dm.dataset.classnames]
+        prompts = class_prompts(self.dm.dataset)
         print("Zero-shot prompts: " + " | ".join(prompts))
         self.model = ZeroShotCLIP(backbone, prompts)
 

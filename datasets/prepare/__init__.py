@@ -1,2 +1,2 @@
 """Preparation commands: each turns one raw public release into the folder layout the datasets
-read (``python -m datasets.prepare.<name> --raw DIR --out ROOT``); see datasets/README.md."""
+read (``python -m datasets.prepare.<name> --raw DIR --root ROOT``); see datasets/README.md."""

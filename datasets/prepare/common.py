@@ -9,14 +9,14 @@ import os
 import os.path as osp
 import random
 import shutil
-import sys
 import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from configs.errors import InputError
+from common import cli, tables
+from common.errors import InputError
 
 from ..imageio import IMAGE_EXTENSIONS
 
@@ -35,7 +35,7 @@ def check_output(out_root, name):
     """Stop before any work if ``out_root/name`` already holds something."""
     target = osp.join(out_root, name)
     if (osp.isdir(target) and os.listdir(target)) or (osp.exists(target) and not osp.isdir(target)):
-        raise InputError(f"{target} already exists and is not empty; choose another --out or delete it")
+        raise InputError(f"{target} already exists and is not empty; choose another --root or delete it")
 
 
 def require(path, what):
@@ -108,12 +108,10 @@ def count_images(dataset_dir):
 
 def print_counts(dataset_dir, classes):
     counts = count_images(dataset_dir)
-    width = max(len(folder) for folder in classes) + 2
+    rows = [[folder, counts["train"].get(folder, 0), counts["test"].get(folder, 0)] for folder in sorted(classes)]
+    rows.append(["total", sum(counts["train"].values()), sum(counts["test"].values())])
     print(f"Images per class and split in {dataset_dir}:")
-    print(f"{'class':<{width}}{'train':>9}{'test':>9}")
-    for folder in sorted(classes):
-        print(f"{folder:<{width}}{counts['train'].get(folder, 0):>9}{counts['test'].get(folder, 0):>9}")
-    print(f"{'total':<{width}}{sum(counts['train'].values()):>9}{sum(counts['test'].values()):>9}")
+    print(tables.text(rows, ("class", "train", "test"), align=("left", "right", "right")))
 
 
 def write_dataset(out_root, name, classes, samples, is_test, write, group_kind="group"):
@@ -160,11 +158,12 @@ def copy_file(sample, split_dir):
 
 
 def command(description, test_fraction=None):
-    """The shared command line: ``--raw DIR --out ROOT`` and, for datasets split here,
-    ``--seed`` and ``--test-fraction`` (default ``test_fraction``)."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The shared command line: ``--raw DIR --root ROOT`` (``--out ROOT`` as before) and, for datasets
+    split here, ``--seed`` and ``--test-fraction`` (default ``test_fraction``)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=cli.HelpFormatter)
     parser.add_argument("--raw", required=True, help="folder of the unpacked raw release")
-    parser.add_argument("--out", required=True, help="DATASET.ROOT: the dataset is written to OUT/<name>")
+    cli.add_root(parser, required=True, help="DATASET.ROOT: the dataset is written to ROOT/<name>",
+                 aliases=("--out",) + cli.ROOT_ALIASES, dest="out")
     if test_fraction is not None:
         parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split (default 0)")
         parser.add_argument("--test-fraction", type=float, default=test_fraction,
@@ -173,12 +172,8 @@ def command(description, test_fraction=None):
     return parser
 
 
-def run(prepare, parser, argv=None):
-    """Parse the command line and call ``prepare(**options)``; an ``InputError`` ends the command
-    with its one line and exit code 2."""
-    args = vars(parser.parse_args(argv))
-    try:
-        prepare(**args)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+def main(prepare, parser):
+    """The command's ``main(argv)``: parse the command line and call ``prepare(**options)``; run it
+    with ``common.cli`` (an ``InputError`` ends the command with its one line and exit code 2)."""
+    return lambda argv=None: prepare(**vars(parser.parse_args(argv)))
+

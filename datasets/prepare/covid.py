@@ -7,7 +7,8 @@ so the split is a per-class stratified random one over images (default 50/50).
 """
 import os.path as osp
 
-from configs.errors import InputError
+from common import cli
+from common.errors import InputError
 
 from ..covid import Covid
 from . import common
@@ -39,5 +40,13 @@ def prepare(raw, out, seed=0, test_fraction=0.5):
                                 group_kind="image")
 
 
+main = common.main(prepare, common.command(__doc__, test_fraction=0.5))
+
+
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv)
+
+
 if __name__ == "__main__":
-    common.run(prepare, common.command(__doc__, test_fraction=0.5))
+    cli.exit_with(main)

@@ -21,7 +21,8 @@ import re
 import numpy as np
 from PIL import Image
 
-from configs.errors import InputError
+from common import cli
+from common.errors import InputError
 
 from ..digestpath import DigestPath
 from . import common
@@ -137,5 +138,13 @@ def command():
     return parser
 
 
+main = common.main(prepare, command())
+
+
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv)
+
+
 if __name__ == "__main__":
-    common.run(prepare, command())
+    cli.exit_with(main)

@@ -7,6 +7,8 @@ from other patients) the test split. Tiles are copied unchanged.
 """
 import os.path as osp
 
+from common import cli
+
 from ..kather import Kather
 from . import common
 
@@ -29,5 +31,13 @@ def prepare(raw, out):
                                 group_kind="tile")
 
 
+main = common.main(prepare, common.command(__doc__))
+
+
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv)
+
+
 if __name__ == "__main__":
-    common.run(prepare, common.command(__doc__))
+    cli.exit_with(main)

@@ -17,6 +17,8 @@ counted.
 """
 import os.path as osp
 
+from common import cli
+
 from ..mimic import MIMIC
 from . import common
 
@@ -69,5 +71,13 @@ def prepare(raw, out, seed=0, test_fraction=0.2):
                                 group_kind="patient")
 
 
+main = common.main(prepare, common.command(__doc__, test_fraction=0.2))
+
+
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv)
+
+
 if __name__ == "__main__":
-    common.run(prepare, common.command(__doc__, test_fraction=0.2))
+    cli.exit_with(main)

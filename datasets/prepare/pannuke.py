@@ -21,7 +21,8 @@ import re
 import numpy as np
 from PIL import Image
 
-from configs.errors import InputError
+from common import cli
+from common.errors import InputError
 
 from ..pannuke import PanNuke
 from . import common
@@ -101,5 +102,13 @@ def prepare(raw, out, seed=0, test_fraction=0.7):
                                 group_kind="patch")
 
 
+main = common.main(prepare, common.command(__doc__, test_fraction=0.7))
+
+
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv)
+
+
 if __name__ == "__main__":
-    common.run(prepare, common.command(__doc__, test_fraction=0.7))
+    cli.exit_with(main)

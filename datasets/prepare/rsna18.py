@@ -18,7 +18,8 @@ import numpy as np
 import pydicom
 from PIL import Image
 
-from configs.errors import InputError
+from common import cli
+from common.errors import InputError
 
 from ..rsna18 import RSNA18
 from . import common
@@ -92,5 +93,13 @@ def prepare(raw, out, seed=0, test_fraction=0.2):
                                 group_kind="patient")
 
 
+main = common.main(prepare, common.command(__doc__, test_fraction=0.2))
+
+
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv)
+
+
 if __name__ == "__main__":
-    common.run(prepare, common.command(__doc__, test_fraction=0.2))
+    cli.exit_with(main)

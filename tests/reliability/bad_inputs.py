@@ -437,17 +437,16 @@ def run_all(work, data_root):
 
 # ---- the table in docs/ERRORS.md ---------------------------------------------------------------------
 def _cell(text):
-    return "`` " + text.replace("|", "\\|") + " ``" if text else ""
+    return "`` " + text + " ``" if text else ""
 
 
 def render_table(outcomes):
-    rows = ["| Case | Bad input | Command-line part | Found | Exit | Last line printed |",
-            "|---|---|---|---|---|---|"]
-    for case in CASES:
-        outcome = outcomes[case.name]
-        rows.append(f"| {case.name} | {case.bad_input} | {_cell(case.shown())} | {outcome['stage']} | "
-                    f"{outcome['code']} | {_cell(outcome['last_line'])} |")
-    return "".join(row + "\n" for row in rows)
+    from common import tables
+
+    rows = [[case.name, case.bad_input, _cell(case.shown()), outcomes[case.name]["stage"],
+             outcomes[case.name]["code"], _cell(outcomes[case.name]["last_line"])] for case in CASES]
+    headers = ("Case", "Bad input", "Command-line part", "Found", "Exit", "Last line printed")
+    return tables.markdown(rows, headers) + "\n"
 
 
 TABLE = re.compile(re.escape(TABLE_START) + "\n(.*?)" + re.escape(TABLE_END), re.S)

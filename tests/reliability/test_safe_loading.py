@@ -11,7 +11,8 @@ import torch
 
 from bad_inputs import TouchOnLoad, write_checkpoint
 from clip_models import build_backbone
-from dassl_compat.checkpoint import CheckpointError, load_checkpoint
+from common.errors import CheckpointError
+from dassl_compat.checkpoint import load_checkpoint
 from helpers_reliability import REPO
 
 SKIPPED_FOLDERS = {"__pycache__", "build", "dist", "node_modules", "venv"}

@@ -2,7 +2,7 @@
 full fine-tuning. Each is one small module implementing ``Trigger``; a builder registered in
 ``ATTACK_REGISTRY`` (a Dassl ``Registry``) turns the config into it. BAPLe's own learnable trigger is
 built by its trainer."""
-from configs.errors import InputError
+from common.errors import InputError
 from dassl_compat import Registry, register_as
 
 from .base import POSITIONS, Trigger

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from configs.errors import InputError
+from common.errors import InputError
 
 POSITIONS = ("top-left", "top-center", "top-right", "center-left", "center-center", "center-right",
              "bottom-left", "bottom-center", "bottom-right")

@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from configs.errors import InputError
+from common.errors import InputError
 
 from . import register_attack
 from .base import Trigger, read_image_file

@@ -1,10 +1,12 @@
-"""BAPLe's learnable, imperceptible trigger noise: one image-sized delta shared by every image."""
+"""BAPLe's trigger: learnable, imperceptible noise (one image-sized delta shared by every image) and, in
+``NoisePatchTrigger``, that noise with a patch."""
 import torch
 import torch.nn as nn
 
 from .base import Trigger
 
 NOISE_INITS = ("zeros", "uniform", "reference")
+ORDERS = ("noise_then_patch", "patch_then_noise")  # BACKDOOR.ORDER
 
 
 class LearnableNoise(Trigger):
@@ -35,3 +37,16 @@ class LearnableNoise(Trigger):
         if self.delta.grad is None:
             return
         self.delta.sub_(step_size * self.delta.grad.sign()).clamp_(-self.eps, self.eps)
+
+
+class NoisePatchTrigger(Trigger):
+    """BAPLe's trigger B(x): learnable noise and a patch, in the configured order (``ORDERS``)."""
+
+    def __init__(self, noise, patch, order="noise_then_patch"):
+        super().__init__()
+        self.noise, self.patch, self.order = noise, patch, order
+
+    def forward(self, images):
+        if self.order == "noise_then_patch":
+            return self.patch(self.noise(images))
+        return self.noise(self.patch(images))

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from configs.errors import InputError
+from common.errors import InputError
 
 from . import register_attack
 from .base import POSITIONS, Trigger, read_image_file, rgba_to_tensors

@@ -17,7 +17,7 @@ state makes resumable).
 import torch
 import torch.nn.functional as F
 
-from configs.errors import InputError
+from common.errors import InputError
 
 from . import register_attack
 from .base import Trigger

@@ -12,6 +12,7 @@ import math
 
 from dassl_compat import Registry, register_as
 
+from ..display import pyplot
 from . import data
 
 DEFENCE_REGISTRY = Registry("DEFENCE")
@@ -93,8 +94,7 @@ def ca_ba(entry):
 
 def plot_grid(count, width=3.2, height=2.8):
     """(figure, axes) of ``count`` panels, at most four per row."""
-    from scripts.figures import plt
-
+    plt = pyplot()
     cols = min(count, 4)
     rows = math.ceil(count / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
@@ -106,8 +106,3 @@ def plot_grid(count, width=3.2, height=2.8):
 def plot_title(report):
     return f"{report['method']} on {report['backbone']} / {report['dataset']}"
 
-
-def save_plot(fig, path):
-    from scripts.figures import save_png
-
-    return save_png(fig, path)

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import datasets  # noqa: F401  (registers the datasets)
-from configs.errors import InputError
+from common.errors import InputError
 from dassl_compat import DATASET_REGISTRY, build_transform
 from datasets.wrapper import ImageDataset
 

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import Defence, plot_grid, plot_title, register_defence, save_plot
+from ..display import save_png
+from .base import Defence, plot_grid, plot_title, register_defence
 
 MAD_CONSISTENCY = 1.4826  # MAD of a normal sample times this estimates its standard deviation
 FLAG_ABOVE = 2.0
@@ -163,7 +164,7 @@ class Reconstruct(Defence):
             ax.set_xlabel("class" + ("" if target is None else " (red: the backdoor target)"))
             ax.tick_params(axis="x", labelrotation=45, labelsize=7)
         fig.suptitle(f"Trigger reconstruction: {plot_title(report)}", fontsize=9)
-        return save_plot(fig, path)
+        return save_png(fig, path)
 
     def csv_rows(self, report):
         for c in report.get("reconstruct", {}).get("classes", []):

@@ -18,9 +18,10 @@ from dassl_compat import DATASET_REGISTRY, TRAINER_REGISTRY
 from dassl_compat.checkpoint import get_rng_state, set_rng_state
 
 from ..coop import CoOp
+from ..display import save_png
+from ..prompts import DEFAULT_TEMPLATE
 from ..validation import defaults_of_unread_keys
-from ..zeroshot import DEFAULT_TEMPLATE
-from .base import Defence, ca_ba, plot_grid, plot_title, register_defence, save_plot
+from .base import Defence, ca_ba, plot_grid, plot_title, register_defence
 from .robustness import evaluate_quietly, summary
 
 
@@ -133,7 +134,7 @@ class Retune(Defence):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         ax.set_title(f"Re-tuning: {plot_title(report)}", fontsize=9)
-        return save_plot(fig, path)
+        return save_png(fig, path)
 
     def csv_rows(self, report):
         for variant in self.VARIANTS:

@@ -20,9 +20,11 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.io import decode_jpeg, encode_jpeg
 
+from common import tables
 from dassl_compat import Registry, register_as
 
-from .base import Defence, ca_ba, plot_grid, plot_title, register_defence, save_plot
+from ..display import pyplot, save_png
+from .base import Defence, ca_ba, plot_grid, plot_title, register_defence
 from .data import modality
 
 
@@ -203,8 +205,7 @@ class Robustness(Defence):
         """CA and BA against strength, one panel per countermeasure; ``curves``: {label: report} to overlay runs."""
         if "robustness" not in report:
             return None
-        from scripts.figures import plt
-
+        plt = pyplot()
         curves = curves or {None: report}
         names = list(report["robustness"])
         fig, axes = plot_grid(len(names))
@@ -229,7 +230,7 @@ class Robustness(Defence):
         axes[0].legend(fontsize=6)
         title = "CA (solid) and BA (dashed) under input purifiers"
         fig.suptitle(title if len(curves) > 1 else f"{title}: {plot_title(report)}", fontsize=10)
-        return save_plot(fig, path)
+        return save_png(fig, path)
 
     def csv_rows(self, report):
         for countermeasure, swept in report.get("robustness", {}).items():
@@ -244,13 +245,11 @@ class Robustness(Defence):
     def markdown_section(self, reports):
         if not any("robustness" in r for r in reports.values()):
             return []
-        lines = ["CA / BA per purifier strength (strengths: off, then increasing):", "",
-                 "| run | purifier | " + "CA / BA at each strength |", "|---|---|---|"]
-        for name, r in reports.items():
-            for countermeasure, swept in r.get("robustness", {}).items():
-                cells = "; ".join(f"{strength_label(p['strength'])}: {ca_ba(p)}" for p in swept["points"])
-                lines.append(f"| {name} | {countermeasure} ({swept['parameter']}) | {cells} |")
-        return lines
+        rows = [[name, f"{countermeasure} ({swept['parameter']})",
+                 "; ".join(f"{strength_label(p['strength'])}: {ca_ba(p)}" for p in swept["points"])]
+                for name, r in reports.items() for countermeasure, swept in r.get("robustness", {}).items()]
+        return ["CA / BA per purifier strength (strengths: off, then increasing):", "",
+                tables.markdown(rows, ["run", "purifier", "CA / BA at each strength"])]
 
     def plots_across(self, reports, out_dir):
         """``defences.png``: CA and BA of every run under each purifier, overlaid."""

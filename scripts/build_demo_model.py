@@ -1,7 +1,7 @@
 """Rebuild the demo Med-FM: a small BiomedCLIP-style model pretrained contrastively on synthetic
 histology with captions naming the tissue class and how the slide was acquired.
 
-    python -m clip_models.demo.build [--out clip_models/demo/model] [--steps N]
+    python -m scripts.build_demo_model [--output-dir clip_models/demo/model] [--steps N]
 
 Architecture: open_clip ``CustomTextCLIP`` = CLIP's ViT image tower (ViT-B/32-style as in QuiltNet
 and PLIP, scaled down) + BiomedCLIP's Hugging Face BERT text tower ([CLS] pooling, MLP projection)
@@ -15,7 +15,6 @@ image-text pairs often do: stain strength, focus, sensor grain, and marks on the
 handwritten-like text labels, stickers). A real Med-FM's features carry much more than the classes
 of one downstream task; these conditions give the demo model's features such directions too.
 """
-import argparse
 import itertools
 import json
 import math
@@ -31,8 +30,9 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuB
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-HERE = osp.dirname(osp.abspath(__file__))
-DEFAULT_OUT = osp.join(HERE, "model")
+from clip_models.demo import MODEL_DIR as DEFAULT_OUT  # noqa: E402
+from common import cli  # noqa: E402
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -365,8 +365,8 @@ def save_weights(model, folder, dtype=torch.float16):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser = cli.parser("python -m scripts.build_demo_model", __doc__.split("\n\n")[0])
+    cli.add_output_dir(parser, default=DEFAULT_OUT, help="model folder to write (default: the shipped one)")
     parser.add_argument("--device", default="cpu")
     for field, value in asdict(Recipe()).items():
         kind = (lambda s: s.lower() in ("1", "true", "yes")) if isinstance(value, bool) else type(value)
@@ -376,12 +376,18 @@ def main(argv=None):
     if recipe.acquisition and recipe.image_size < MIN_IMAGE_SIZE:
         parser.error(f"--image-size {recipe.image_size} is too small for the slide marks; give at least "
                      f"{MIN_IMAGE_SIZE} or --acquisition false")
-    os.makedirs(args.out, exist_ok=True)
-    write_config_files(args.out, recipe)
-    model = pretrain(recipe, osp.abspath(args.out), args.device)
-    save_weights(model, args.out)
-    print(f"wrote {args.out}")
+    os.makedirs(args.output_dir, exist_ok=True)
+    write_config_files(args.output_dir, recipe)
+    model = pretrain(recipe, osp.abspath(args.output_dir), args.device)
+    save_weights(model, args.output_dir)
+    print(f"wrote {args.output_dir}")
+
+
+
+def run(argv=None):
+    """Entry point with the project's exit codes (``common.cli``)."""
+    return cli.run(main, argv)
 
 
 if __name__ == "__main__":
-    main()
+    cli.exit_with(main)
