@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 
+from configs.defaults import renamed_key
 from configs.errors import InputError
 
 EXIT_BAD_INPUT = 2
@@ -49,6 +50,9 @@ def build_parser():
 
 def _check_key(cfg, key):
     """One-line error for an override key that does not exist, naming the valid keys beside it."""
+    renamed = renamed_key(key)
+    if renamed and renamed[0] == key:
+        raise InputError(f"{key} is now {renamed[1]}; set {renamed[1]} instead")
     node, parts = cfg, key.split(".")
     for depth, part in enumerate(parts):
         if not hasattr(node, "keys") or part not in node:
@@ -66,6 +70,9 @@ def _merge_file(cfg, path, what):
     try:
         cfg.merge_from_file(path)
     except KeyError as e:
+        renamed = renamed_key(str(e.args[0]).rpartition(": ")[2])
+        if renamed:
+            raise InputError(f"{what} {path}: {renamed[0]} is now {renamed[1]}; set {renamed[1]} there instead") from None
         raise InputError(f"{what} {path}: {e.args[0]}; remove the key or fix its spelling") from None
     except ValueError as e:
         raise InputError(f"{what} {path}: {str(e).splitlines()[0]}") from None

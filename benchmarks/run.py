@@ -40,10 +40,10 @@ import time
 import warnings
 
 BACKBONE_CHOICES = ("quiltnet", "biomedclip", "clip", "plip", "medclip")
-PRECISION_CHOICES = ("fp32", "bf16", "fp16")
+PRECISION_CHOICES = ("fp32", "amp_bf16", "amp", "fp16")
 # Optimisations measured on request, each on a BAPLe trainer of its own: a step and an evaluation pass.
 EXTRAS = {
-    "precision": "the other precision: bf16 autocast on an fp32 run, fp32 on a bf16 or fp16 run",
+    "precision": "the other precision: bf16 autocast (amp_bf16) on an fp32 run, fp32 on any other",
     "bf16-backbone": "TRAINER.COOP.BACKBONE_DTYPE bf16: the frozen backbone cast to bf16 once",
     "channels-last": "the image tower's weights and input in channels_last memory format",
     "compile": "torch.compile on the image tower (compile time excluded: the warm-up round)",
@@ -63,7 +63,7 @@ def parse_args(argv=None):
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: cuda when available, else cpu")
     parser.add_argument("--precision", choices=PRECISION_CHOICES,
-                        help="TRAINER.COOP.PREC / TRAINER.FINETUNE.PREC (default: bf16 on cuda, fp32 on cpu)")
+                        help="TRAINER.PREC (default: amp_bf16 on cuda, fp32 on cpu)")
     parser.add_argument("--batch-size", type=int, default=16, help="training batch (one row poisoned)")
     parser.add_argument("--eval-images", type=int, help="synthetic test images (default: 16 on cpu, 400 on cuda)")
     parser.add_argument("--repeats", type=int, help="timed rounds after the warm-up round (default: 3 on cpu, 10 on cuda)")
@@ -197,7 +197,7 @@ def build_method(method, backbone, weights, root, output_dir, device, precision,
         "TRAINER.NAME", method, "DATASET.ROOT", root, "OUTPUT_DIR", os.path.join(output_dir, method + tag), "SEED", 1,
         "USE_CUDA", device.type == "cuda", "VERBOSE", False, "MODEL.BACKBONE.WEIGHTS", weights,
         "DATASET.NUM_SHOTS", batch_size, "DATALOADER.TRAIN_X.BATCH_SIZE", batch_size,
-        "BACKDOOR.POISON_COUNT", 1, "TRAINER.COOP.PREC", precision, "TRAINER.FINETUNE.PREC", precision,
+        "BACKDOOR.POISON_COUNT", 1, "TRAINER.PREC", precision,
         *overrides,
     ])
     set_random_seed(cfg.SEED)
@@ -304,7 +304,7 @@ def loader_without_workers(loader):
 
 
 def other_precision(precision):
-    return "bf16" if precision == "fp32" else "fp32"
+    return "amp_bf16" if precision == "fp32" else "fp32"
 
 
 def apply_extra(extra, trainer):
@@ -389,7 +389,8 @@ def bench_backbone(name, args, device, precision, root, output_dir):
             failed_extras[extra] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
             print(f"[{name}] --extras {extra} failed: {failed_extras[extra]}", flush=True)
             continue
-        label = {"precision": extra_precision if extra_precision == "fp32" else f"{extra_precision} autocast",
+        label = {"precision": {"fp32": "fp32", "amp_bf16": "bf16 autocast", "amp": "fp16 autocast",
+                               "fp16": "fp16"}[extra_precision],
                  "bf16-backbone": "bf16 backbone", "channels-last": "channels_last", "compile": "compiled"}[extra]
         variants[f"BAPLe, {label}"] = (step, args.batch_size, trainer, EXTRAS[extra])
         variants[f"eval, {label}"] = (evaluate, 2 * n_test, None, EXTRAS[extra])
@@ -508,7 +509,7 @@ def main(argv=None):
         raise InputError("--device cuda: no CUDA device is available here; use --device cpu (or auto)")
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
-    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
+    precision = args.precision or ("amp_bf16" if device.type == "cuda" else "fp32")
     args.eval_images = args.eval_images or (400 if device.type == "cuda" else 16)
     args.repeats = args.repeats or (10 if device.type == "cuda" else 3)
     if device.type == "cpu":

@@ -12,23 +12,25 @@ def extend_cfg(cfg):
 
     cfg.TEST.EVAL_FREQ = 0  # evaluate CA/BA every N epochs during training (0: only at the end)
 
+    # Every trainer's precision, with CoOp's meanings: fp16 (the whole model, the context and BAPLe's noise in half
+    # precision), amp (fp16 autocast and a gradient scaler), fp32; amp_bf16 (bf16 autocast, no scaler).
+    cfg.TRAINER.PREC = "fp32"
+
     # CoOp's prompt learner; BAPLe is CoOp plus a trigger and reads the same keys.
     cfg.TRAINER.COOP = CN()
     cfg.TRAINER.COOP.N_CTX = 16
     cfg.TRAINER.COOP.CSC = False
     cfg.TRAINER.COOP.CTX_INIT = ""
-    cfg.TRAINER.COOP.PREC = "fp32"  # fp32, bf16 or fp16 autocast around the frozen backbone
     # fp32 or bf16: the frozen backbone's weights cast once, its towers then run in that dtype (inputs follow).
-    # bf16: features close to, not equal to, fp32; on a CPU with bf16 matrix units, with PREC bf16, the fastest
+    # bf16: features close to, not equal to, fp32; on a CPU with bf16 matrix units, with TRAINER.PREC amp_bf16, the fastest
     # setting measured (1.4-3x an fp32 BAPLe step; benchmarks/README.md).
     cfg.TRAINER.COOP.BACKBONE_DTYPE = "fp32"
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"
 
     cfg.TRAINER.BAPLE = CN()
-    cfg.TRAINER.BAPLE.INIT = ""  # a clean CoOp run folder (or checkpoint file) to start the context from
-
-    cfg.TRAINER.FINETUNE = CN()
-    cfg.TRAINER.FINETUNE.PREC = "fp32"
+    # A clean CoOp run folder, checkpoint file or bare context tensor file ([N_CTX, D], [C, N_CTX, D] with CSC, as the
+    # reference code's released ctx_<model>_<dataset>_s<seed>.pt) to start the context from.
+    cfg.TRAINER.BAPLE.INIT = ""
 
     cfg.BACKDOOR = CN()
     cfg.BACKDOOR.ATTACK = "none"  # poisoning attack for CoOp / FineTune: none, badnets, wanet, fiba
@@ -69,6 +71,19 @@ def extend_cfg(cfg):
     cfg.BACKDOOR.FIBA.BETA = 0.1
     cfg.BACKDOOR.FIBA.TRIGGER_IMAGE = ""  # image file; "": a built-in smooth texture, the same for every run
     return cfg
+
+
+# Keys that were renamed: a config file or override that still sets one gets a one-line error naming the new key.
+RENAMED_KEYS = {"TRAINER.COOP.PREC": "TRAINER.PREC", "TRAINER.FINETUNE.PREC": "TRAINER.PREC"}
+
+
+def renamed_key(key):
+    """``(old key, new key)`` when ``key`` is, or leads to, a renamed key; else None. yacs names only the first
+    missing level of a file's key (``TRAINER.FINETUNE`` for ``TRAINER.FINETUNE.PREC``)."""
+    for old, new in RENAMED_KEYS.items():
+        if old == key or old.startswith(key + "."):
+            return old, new
+    return None
 
 
 def get_cfg():

@@ -183,3 +183,74 @@ def test_baple_runs_through_real_dassl(standins, synthetic_root, tmp_path):
     assert "Engine backend: dassl" in result.stdout
     results = read_results(tmp_path)
     assert results["backdoor"]["accuracy"] is not None and results["poison"]["count"] == 1
+
+
+# ---- TRAINER.PREC ------------------------------------------------------------------------------------------------
+def _fp16_problem():
+    from trainers.base import precision_problem
+    return precision_problem("fp16", "cpu")
+
+
+@pytest.mark.skipif(_fp16_problem() is not None, reason=f"this CPU cannot train in fp16: {_fp16_problem()}")
+def test_prec_fp16_trains_a_half_model_context_and_noise(standins, synthetic_root, tmp_path):
+    cfg = run_cfg("BAPLe", synthetic_root, tmp_path, standins["biomedclip"],
+                  **{"TRAINER.PREC": "fp16", "BACKDOOR.POISON_COUNT": 3})  # epoch 2 leaves the 1e-5 warm-up,
+    trainer = build(cfg)                                                # which fp16 rounds away
+    assert {p.dtype for p in trainer.model.backbone.parameters()} == {torch.float16}
+    ctx = trainer.prompt_learner.ctx.detach().clone()
+    trainer.train()
+    assert trainer.prompt_learner.ctx.dtype == torch.float16 and not torch.equal(trainer.prompt_learner.ctx, ctx)
+    delta = trainer.trigger.noise.delta
+    assert delta.dtype == torch.float16 and 0 < delta.abs().max().item() <= cfg.BACKDOOR.NOISE_EPS / 255 + 1e-3
+    assert np.isfinite(read_results(tmp_path)["clean"]["accuracy"])
+
+
+@pytest.mark.parametrize("trainer_name, prec", [("BAPLe", "amp"), ("FineTune", "amp"), ("CoOp", "fp32")])
+def test_prec_amp_scales_the_loss_and_fp32_does_not(standins, synthetic_root, tmp_path, trainer_name, prec):
+    cfg = run_cfg(trainer_name, synthetic_root, tmp_path, standins["biomedclip"],
+                  **{"TRAINER.PREC": prec, "BACKDOOR.POISON_COUNT": 3, "OPTIM.MAX_EPOCH": 1,
+                     "BACKDOOR.ATTACK": "none" if trainer_name == "BAPLe" else "badnets"})
+    trainer = train(cfg)
+    assert trainer.grad_scaler.is_enabled() == (prec == "amp")
+    learned = trainer.prompt_learner.ctx if trainer_name != "FineTune" else trainer.model.class_weights
+    assert learned.dtype == torch.float32 and torch.isfinite(learned).all()
+    assert {p.dtype for p in trainer.model.backbone.parameters()} == {torch.float32}
+    if prec == "amp":  # the scaler ran: its scale is set (it starts lazily at the first scaled loss)
+        assert trainer.grad_scaler.get_scale() > 1
+
+
+def test_a_precision_the_device_cannot_train_in_is_one_line(monkeypatch):
+    from configs.defaults import get_cfg
+    from configs.errors import InputError
+    from trainers import base
+
+    base.precision_problem.cache_clear()
+    real_sgd = torch.optim.SGD
+
+    def half_refusing_sgd(params, **kwargs):  # a device whose fp16 kernels are missing, as older CPU builds
+        params = list(params)
+        if any(p.dtype == torch.float16 for p in params):
+            raise RuntimeError('"sgd_kernel" not implemented for \'Half\'')
+        return real_sgd(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "SGD", half_refusing_sgd)
+    cfg = get_cfg()
+    cfg.merge_from_list(["TRAINER.PREC", "fp16", "USE_CUDA", False])
+    try:
+        with pytest.raises(InputError) as error:
+            base.check_precision(cfg)
+    finally:
+        base.precision_problem.cache_clear()
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("TRAINER.PREC fp16 cannot train on this cpu")
+    assert "choose from fp32, amp, amp_bf16" in message
+
+
+def test_the_old_precision_keys_name_the_new_one(tmp_path, capsys):
+    old = tmp_path / "old.yaml"
+    old.write_text("TRAINER:\n  FINETUNE:\n    PREC: fp16\n")
+    assert train_cli.run(["--config-file", str(old)]) == 2
+    assert capsys.readouterr().out.strip().endswith("TRAINER.FINETUNE.PREC is now TRAINER.PREC; set TRAINER.PREC "
+                                                    "there instead")
+    assert train_cli.run(["TRAINER.COOP.PREC", "fp16"]) == 2
+    assert capsys.readouterr().out.strip() == "error: TRAINER.COOP.PREC is now TRAINER.PREC; set TRAINER.PREC instead"

@@ -47,17 +47,22 @@ class NoisePatchTrigger(Trigger):
 
 
 def load_context(path):
-    """The context vectors of a CoOp run folder (latest checkpoint) or checkpoint file."""
+    """The context vectors of a CoOp run folder (latest checkpoint), a CoOp checkpoint file, or a bare
+    context tensor file such as the reference code's released ``ctx_<model>_<dataset>_s<seed>.pt``
+    (an fp16 [N_CTX, D] tensor; [C, N_CTX, D] for class-specific context)."""
     if osp.isdir(path):
         checkpoint = latest_checkpoint(osp.join(path, "prompt_learner"))
         if checkpoint is None:
             raise InputError(f"No prompt_learner checkpoint under {path}; TRAINER.BAPLE.INIT (--init) must be a "
-                             "finished CoOp run folder or a checkpoint file")
+                             "finished CoOp run folder, a checkpoint file or a context tensor file")
         path = checkpoint
-    state = load_checkpoint(path)["state_dict"]
-    if "ctx" not in state:
-        raise InputError(f"{path} holds no context vectors ('ctx'); --init must point at a CoOp checkpoint")
-    return state["ctx"]
+    loaded = load_checkpoint(path)
+    if isinstance(loaded, torch.Tensor):
+        return loaded
+    if not isinstance(loaded, dict) or "ctx" not in loaded.get("state_dict", {}):
+        raise InputError(f"{path} holds no context vectors ('ctx'); --init must point at a CoOp run or checkpoint, "
+                         "or a bare [N_CTX, D] context tensor file")
+    return loaded["state_dict"]["ctx"]
 
 
 @TRAINER_REGISTRY.register()
@@ -80,8 +85,9 @@ class BAPLe(CoOp):
                              "[0, 1] pixel units (paper: 0.01)")
         init = cfg.TRAINER.BAPLE.INIT
         if init and not osp.exists(init):
-            raise InputError(f"TRAINER.BAPLE.INIT (--init) {init} does not exist; give a finished CoOp run folder "
-                             "or checkpoint file, or leave it empty to start from a random context")
+            raise InputError(f"TRAINER.BAPLE.INIT (--init) {init} does not exist; give a finished CoOp run folder, "
+                             "checkpoint file or context tensor file, or leave it empty to start from a random "
+                             "context")
 
     @staticmethod
     def build_trigger(cfg, image_size):
@@ -97,14 +103,15 @@ class BAPLe(CoOp):
 
     def build_model(self):
         super().build_model()
+        self.trigger.noise.to(self.trainable_dtype())  # half under TRAINER.PREC fp16, as the reference's noise
         self.register_model("trigger", self.trigger, None, None)
         init = self.cfg.TRAINER.BAPLE.INIT
         if init:
             ctx = load_context(init)
             if ctx.shape != self.prompt_learner.ctx.shape:
-                raise InputError(f"Context in {init} has shape {tuple(ctx.shape)}, this run needs "
-                                 f"{tuple(self.prompt_learner.ctx.shape)}; use a CoOp run with the same backbone, "
-                                 "dataset and TRAINER.COOP settings")
+                raise InputError(f"TRAINER.BAPLE.INIT (--init) {init} holds a context of shape {tuple(ctx.shape)}, "
+                                 f"this run needs {tuple(self.prompt_learner.ctx.shape)}; use a context with the same "
+                                 "backbone, dataset, TRAINER.COOP.N_CTX and TRAINER.COOP.CSC")
             with torch.no_grad():
                 self.prompt_learner.ctx.copy_(ctx)
             print(f"Context initialised from {init}")
