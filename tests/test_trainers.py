@@ -254,3 +254,33 @@ def test_the_old_precision_keys_name_the_new_one(tmp_path, capsys):
                                                     "there instead")
     assert train_cli.run(["TRAINER.COOP.PREC", "fp16"]) == 2
     assert capsys.readouterr().out.strip() == "error: TRAINER.COOP.PREC is now TRAINER.PREC; set TRAINER.PREC instead"
+
+
+# ---- TRAINER.BAPLE.INIT: a bare context tensor file, as the reference code releases them -------------------------
+@pytest.mark.parametrize("csc", [False, True])
+def test_baple_starts_from_a_bare_fp16_context_tensor_file(standins, synthetic_root, tmp_path, csc):
+    probe = build(run_cfg("BAPLe", synthetic_root, tmp_path / "probe", standins["biomedclip"],
+                          **{"TRAINER.COOP.CSC": csc}))
+    shape = tuple(probe.prompt_learner.ctx.shape)
+    assert shape == ((2, 4, probe.model.backbone.ctx_dim) if csc else (4, probe.model.backbone.ctx_dim))
+    ctx = torch.randn(shape, generator=torch.Generator().manual_seed(3)).half()
+    path = tmp_path / "ctx_biomedclip_covid_s1.pt"
+    torch.save(ctx, path)
+    baple = build(run_cfg("BAPLe", synthetic_root, tmp_path / "baple", standins["biomedclip"],
+                          **{"TRAINER.COOP.CSC": csc, "TRAINER.BAPLE.INIT": str(path)}))
+    assert baple.prompt_learner.ctx.dtype == torch.float32
+    assert torch.equal(baple.prompt_learner.ctx, ctx.float())
+
+
+def test_a_context_tensor_file_of_the_wrong_shape_is_one_line(standins, synthetic_root, tmp_path, capsys):
+    path = tmp_path / "ctx_clip_kather_s1.pt"
+    torch.save(torch.zeros(16, 512, dtype=torch.float16), path)
+    code = train_cli.run([
+        "--root", synthetic_root, "--trainer", "BAPLe", "--dataset-config-file", "configs/datasets/covid.yaml",
+        "--config-file", "configs/trainers/BAPLe/biomedclip.yaml", "--output-dir", str(tmp_path / "run"),
+        "--init", str(path), "MODEL.BACKBONE.WEIGHTS", standins["biomedclip"], "USE_CUDA", "False",
+        "DATASET.NUM_SHOTS", "8", "DATALOADER.NUM_WORKERS", "0", "TRAINER.COOP.N_CTX", "4"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert code == 2
+    assert last.startswith(f"error: TRAINER.BAPLE.INIT (--init) {path} holds a context of shape (16, 512), this run "
+                           "needs (4, ")
