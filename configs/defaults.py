@@ -37,6 +37,7 @@ def extend_cfg(cfg):
     cfg.BACKDOOR.TARGET_CLASS = 0
     cfg.BACKDOOR.POISON_PERCENTAGE = 5.0  # share of the few-shot training set that is poisoned
     cfg.BACKDOOR.POISON_COUNT = -1  # exact number of poisoned samples; overrides the percentage when >= 0
+    cfg.BACKDOOR.POISON_DRAW = "exact"  # exact (that count) or bernoulli (each sample at the percentage: reference)
     cfg.BACKDOOR.POISON_NON_TARGET_ONLY = False  # draw poisoned samples only from non-target classes
     cfg.BACKDOOR.EVAL_TRIGGER = ""  # a finished run folder whose trigger to test with (default: this run's own)
     # BAPLe's trigger: learnable noise (eps in 1/255 units, signed-gradient step in [0,1] pixel units) + a patch.

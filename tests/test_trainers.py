@@ -284,3 +284,40 @@ def test_a_context_tensor_file_of_the_wrong_shape_is_one_line(standins, syntheti
     assert code == 2
     assert last.startswith(f"error: TRAINER.BAPLE.INIT (--init) {path} holds a context of shape (16, 512), this run "
                            "needs (4, ")
+
+
+# ---- BACKDOOR.POISON_DRAW bernoulli --------------------------------------------------------------------------------
+def test_bernoulli_poisoning_varies_with_the_seed_and_is_reproducible():
+    labels = np.repeat(np.arange(9), 32)  # Kather's 288 few-shot samples
+    plans = [plan_poisoning(labels, 0, 5, seed=seed, draw="bernoulli") for seed in range(1, 9)]
+    counts = [len(p.poisoned) for p in plans]
+    assert len(set(counts)) > 1 and all(0 < c < 40 for c in counts)  # around 5 % of 288 = 14.4
+    assert abs(np.mean(counts) - 14.4) < 6
+    assert plans[0].poisoned == plan_poisoning(labels, 0, 5, seed=1, draw="bernoulli").poisoned
+    assert plans[0].poisoned == sorted(set(plans[0].poisoned))
+    avoiding = plan_poisoning(labels, 0, 50, non_target_only=True, seed=1, draw="bernoulli")
+    assert avoiding.poisoned and all(labels[i] != 0 for i in avoiding.poisoned)
+
+
+def test_a_bernoulli_run_records_the_drawn_samples(standins, synthetic_root, tmp_path):
+    counts = set()
+    for seed in (1, 2, 3):
+        cfg = run_cfg("CoOp", synthetic_root, tmp_path / str(seed), standins["biomedclip"],
+                      **{"SEED": seed, "BACKDOOR.ATTACK": "badnets", "BACKDOOR.POISON_DRAW": "bernoulli",
+                         "BACKDOOR.POISON_PERCENTAGE": 40.0, "OPTIM.MAX_EPOCH": 1})
+        trainer = train(cfg)
+        poison = read_results(tmp_path / str(seed))["poison"]
+        assert poison["count"] == len(poison["indices"]) == int(trainer.poison_mask.sum())
+        assert poison["indices"] == torch.nonzero(trainer.poison_mask).flatten().tolist()
+        assert poison["indices"] == build(cfg).poison_plan.poisoned
+        counts.add(poison["count"])
+    assert len(counts) > 1
+
+
+def test_bernoulli_poisoning_refuses_an_exact_count(standins, synthetic_root, tmp_path):
+    from configs.errors import InputError
+
+    cfg = run_cfg("BAPLe", synthetic_root, tmp_path, standins["biomedclip"],
+                  **{"BACKDOOR.POISON_DRAW": "bernoulli", "BACKDOOR.POISON_COUNT": 2})
+    with pytest.raises(InputError, match="BACKDOOR.POISON_COUNT 2 is an exact count"):
+        build(cfg)

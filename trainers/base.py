@@ -30,7 +30,7 @@ from datasets.wrapper import ImageDataset
 from .attacks import build_attack
 from .display import delta_picture, trigger_views
 from .metrics import backdoor_metrics
-from .poisoning import PoisonPlan, check_target_class, plan_from_cfg
+from .poisoning import POISON_DRAWS, PoisonPlan, check_target_class, plan_from_cfg
 
 # TRAINER.PREC, CoOp's meanings: fp16 casts the whole model (backbone, context, trainable trigger) to half
 # precision; amp runs fp16 autocast with a gradient scaler; fp32 neither. amp_bf16: bf16 autocast, no scaler.
@@ -88,6 +88,11 @@ class BackdoorTrainer(TrainerX):
         if b.POISON_COUNT < -1:
             raise InputError(f"BACKDOOR.POISON_COUNT {b.POISON_COUNT} is not a count; set it to 0 or more, or to -1 "
                              "to use BACKDOOR.POISON_PERCENTAGE")
+        if b.POISON_DRAW not in POISON_DRAWS:
+            raise InputError(f"BACKDOOR.POISON_DRAW {b.POISON_DRAW!r} is unknown; choose from {', '.join(POISON_DRAWS)}")
+        if b.POISON_DRAW == "bernoulli" and b.POISON_COUNT >= 0:
+            raise InputError(f"BACKDOOR.POISON_COUNT {b.POISON_COUNT} is an exact count, which BACKDOOR.POISON_DRAW "
+                             "bernoulli does not draw; set POISON_COUNT -1 or POISON_DRAW exact")
         if b.TARGET_CLASS < 0:
             raise InputError(f"BACKDOOR.TARGET_CLASS {b.TARGET_CLASS} is negative; choose a class index from 0")
         if b.EVAL_TRIGGER:
