@@ -8,6 +8,9 @@ def extend_cfg(cfg):
     cfg.MODEL.BACKBONE.WEIGHTS = ""
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # CoOp's key, kept so CoOp dataset files merge
+    # per_class: each class shuffled by its own seeded generator over sorted names (file-system independent);
+    # dassl: the picks of Dassl's generate_fewshot_dataset (CoOp, the reference code) for the seed and item order.
+    cfg.DATASET.FEWSHOT_SAMPLER = "per_class"
     cfg.DATASET.BAD_FILES = "error"  # error: stop at the first unreadable image; skip: leave it out and count it
 
     cfg.TEST.EVAL_FREQ = 0  # evaluate CA/BA every N epochs during training (0: only at the end)
