@@ -5,8 +5,8 @@
         --config-file configs/trainers/BAPLe/plip.yaml \
         --output-dir output/kather/BAPLe/plip/seed1 --seed 1 BACKDOOR.TARGET_CLASS 0
 
-Config merge order: Dassl defaults -> project keys -> dataset file -> method file -> flags ->
-trailing KEY VALUE overrides. Exit codes: 0 success, 2 bad input or config (one line naming the
+Config merge order: Dassl defaults -> project keys -> dataset file -> method file -> ``--profile``
+(configs/profiles/NAME.yaml) -> flags -> trailing KEY VALUE overrides. Exit codes: 0 success, 2 bad input or config (one line naming the
 problem and the fix), 1 internal error or interruption; the message is the last line printed.
 Bad settings are found before any model or image is loaded (``trainers.validation``). A run stopped
 at any point (Ctrl-C, SIGTERM, SIGKILL) resumes from its last checkpoint when the same command is
@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 
-from configs.defaults import renamed_key
+from configs.defaults import profile_file, renamed_key
 from configs.errors import InputError
 
 EXIT_BAD_INPUT = 2
@@ -39,6 +39,9 @@ def build_parser():
     p.add_argument("--backbone", type=str, default="", help="name of the Med-FM (MODEL.BACKBONE.NAME)")
     p.add_argument("--init", type=str, default="",
                    help="BAPLe: clean CoOp run folder or checkpoint to start the context from (TRAINER.BAPLE.INIT)")
+    p.add_argument("--profile", type=str, default="",
+                   help="a named set of settings (configs/profiles/NAME.yaml) merged after the config files, before "
+                        "the overrides; reference: every behaviour of the authors' reference code")
     p.add_argument("--eval-only", action="store_true", help="evaluation only")
     p.add_argument("--model-dir", type=str, default="", help="load the model from this directory for evaluation")
     p.add_argument("--load-epoch", type=int, help="load the weights saved at this epoch for evaluation")
@@ -86,6 +89,8 @@ def setup_cfg(args):
         _merge_file(cfg, args.dataset_config_file, "Dataset config file")
     if args.config_file:
         _merge_file(cfg, args.config_file, "Config file")
+    if args.profile:
+        _merge_file(cfg, profile_file(args.profile), f"Profile {args.profile}")
 
     flags = {"DATASET.ROOT": args.root, "OUTPUT_DIR": args.output_dir, "RESUME": args.resume,
              "TRAINER.NAME": args.trainer, "MODEL.BACKBONE.NAME": args.backbone, "TRAINER.BAPLE.INIT": args.init}

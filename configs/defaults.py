@@ -1,6 +1,14 @@
 """The project's configuration keys, added to Dassl's defaults before any YAML file is merged
-(yacs rejects unknown keys, so every key a config file may set is declared here)."""
+(yacs rejects unknown keys, so every key a config file may set is declared here), and the named
+profiles of ``configs/profiles/`` (``train.py --profile NAME``)."""
+import os
+import os.path as osp
+
 from yacs.config import CfgNode as CN
+
+from .errors import InputError
+
+PROFILE_DIR = osp.join(osp.dirname(osp.abspath(__file__)), "profiles")
 
 
 def extend_cfg(cfg):
@@ -88,6 +96,19 @@ def renamed_key(key):
         if old == key or old.startswith(key + "."):
             return old, new
     return None
+
+
+def profile_names():
+    """The profiles ``--profile`` takes: the YAML files of ``configs/profiles/``, by name."""
+    return sorted(name[:-len(".yaml")] for name in os.listdir(PROFILE_DIR) if name.endswith(".yaml"))
+
+
+def profile_file(name):
+    """The YAML file of profile ``name``, or a one-line error listing the profiles."""
+    if name not in profile_names():
+        raise InputError(f"Unknown profile {name!r} (--profile); choose from: {', '.join(profile_names())} "
+                         f"(the YAML files of {PROFILE_DIR})")
+    return osp.join(PROFILE_DIR, f"{name}.yaml")
 
 
 def get_cfg():

@@ -166,7 +166,7 @@ def plan(args):
                 variant = tuple(zip((k for k, _ in axes), values))
                 for target, seed in itertools.product(targets if method.targeted else [None], seeds):
                     runs.append(_run(method, dataset, backbone, target, seed, variant, out, data_root, config_dir,
-                                     fixed, args.baple_init))
+                                     fixed, args.baple_init, args.profile))
     return runs
 
 
@@ -182,7 +182,7 @@ def _folder(out, method, dataset, backbone, variant, target, seed):
     return osp.join(*parts, *([f"target{target}"] if target is not None else []), f"seed{seed}")
 
 
-def _run(method, dataset, backbone, target, seed, variant, out, data_root, config_dir, fixed, baple_init):
+def _run(method, dataset, backbone, target, seed, variant, out, data_root, config_dir, fixed, baple_init, profile=""):
     folder = _folder(out, method.name, dataset, backbone, variant, target, seed)
     needs = ""
     if method.name == "BAPLe" and baple_init == "clean-pl":
@@ -190,7 +190,8 @@ def _run(method, dataset, backbone, target, seed, variant, out, data_root, confi
     argv = ["--root", data_root, "--trainer", method.trainer, "--backbone", backbone, "--seed", str(seed),
             "--dataset-config-file", osp.join(config_dir, "datasets", f"{dataset}.yaml"),
             "--config-file", osp.join(config_dir, "trainers", method.trainer, f"{backbone}.yaml"),
-            "--output-dir", folder, *(["--init", needs] if needs else []), *method.overrides,
+            "--output-dir", folder, *(["--profile", profile] if profile else []),
+            *(["--init", needs] if needs else []), *method.overrides,
             *(["BACKDOOR.TARGET_CLASS", str(target)] if target is not None else []),
             *(item for kv in variant for item in kv), *fixed]
     return Run(method.name, dataset, backbone, target, seed, variant, folder, tuple(argv), needs)
@@ -510,6 +511,7 @@ def build_parser():
                    help="config values for every run")
     p.add_argument("--baple-init", choices=("clean-pl", "random"), default="clean-pl",
                    help="BAPLe's context: from the matching Clean_PL run (default, the paper's) or random")
+    p.add_argument("--profile", default="", help="train.py --profile for every run (configs/profiles/NAME.yaml)")
     p.add_argument("--config-dir", default=CONFIGS, help="folder with datasets/ and trainers/ config files")
     p.add_argument("--dry-run", action="store_true", help="print the runs and their commands, run nothing")
     p.add_argument("--executor", choices=("sequential", "local", "slurm"), default="sequential",
