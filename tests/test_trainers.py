@@ -321,3 +321,63 @@ def test_bernoulli_poisoning_refuses_an_exact_count(standins, synthetic_root, tm
                   **{"BACKDOOR.POISON_DRAW": "bernoulli", "BACKDOOR.POISON_COUNT": 2})
     with pytest.raises(InputError, match="BACKDOOR.POISON_COUNT 2 is an exact count"):
         build(cfg)
+
+
+# ---- --profile reference -----------------------------------------------------------------------------------------
+def _profile_values(name="reference"):
+    from scripts.fidelity import profile_values
+    return profile_values(name)
+
+
+def test_the_reference_profile_sets_every_key_it_holds_away_from_the_default():
+    from configs.defaults import get_cfg
+    from scripts.fidelity import flatten, read_rows
+
+    args = train_cli.build_parser().parse_args([
+        "--dataset-config-file", "configs/datasets/kather.yaml", "--config-file", "configs/trainers/BAPLe/plip.yaml",
+        "--profile", "reference"])
+    merged = flatten(yaml_of(train_cli.setup_cfg(args)))
+    defaults = flatten(yaml_of(get_cfg()))
+    profile = _profile_values()
+    assert {"TRAINER.PREC", "BACKDOOR.ORDER", "BACKDOOR.NOISE_GRAD", "BACKDOOR.NOISE_INIT", "BACKDOOR.POISON_DRAW",
+            "DATASET.FEWSHOT_SAMPLER"} <= set(profile)
+    for key, value in profile.items():
+        assert merged[key] == value and merged[key] != defaults[key], key
+    # docs/FIDELITY.md's rows document exactly the profile's keys, each once
+    row_keys = [key for row in read_rows("reference") for key in row.get("keys", [])]
+    assert sorted(row_keys) == sorted(profile)
+
+
+def yaml_of(cfg):
+    import yaml
+    return yaml.safe_load(cfg.dump())
+
+
+def test_overrides_win_over_the_profile_and_an_unknown_profile_is_one_line(capsys):
+    args = train_cli.build_parser().parse_args(["--profile", "reference", "TRAINER.PREC", "amp"])
+    assert train_cli.setup_cfg(args).TRAINER.PREC == "amp"
+    assert train_cli.run(["--profile", "paper"]) == 2
+    assert capsys.readouterr().out.strip() == ("error: Unknown profile 'paper' (--profile); choose from: reference "
+                                               f"(the YAML files of {os.path.join(REPO, 'configs', 'profiles')})")
+
+
+def test_a_baple_run_with_the_reference_profile_finishes(standins, synthetic_root, tmp_path):
+    from trainers.base import precision_problem
+
+    overrides = ["BACKDOOR.POISON_PERCENTAGE", "25"]  # 16 samples at 5 % may draw none
+    if precision_problem("fp16", "cpu") is not None:  # the profile's fp16 where this CPU can train it, else fp32
+        import warnings
+        warnings.warn(f"this CPU cannot train in fp16 ({precision_problem('fp16', 'cpu')}): the profile runs in fp32")
+        overrides += ["TRAINER.PREC", "fp32"]
+    code = train_cli.run([
+        "--root", synthetic_root, "--trainer", "BAPLe", "--seed", "1", "--profile", "reference",
+        "--dataset-config-file", "configs/datasets/covid.yaml", "--config-file", "configs/trainers/BAPLe/biomedclip.yaml",
+        "--output-dir", str(tmp_path), "MODEL.BACKBONE.WEIGHTS", standins["biomedclip"], "USE_CUDA", "False",
+        "DATASET.NUM_SHOTS", "8", "OPTIM.MAX_EPOCH", "2", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE",
+        "8", "TRAINER.COOP.N_CTX", "4", *overrides])
+    assert code == 0
+    results = read_results(tmp_path)
+    config = results["config"]
+    assert config["BACKDOOR"]["ORDER"] == "patch_then_noise" and config["DATASET"]["FEWSHOT_SAMPLER"] == "dassl"
+    assert results["poison"]["count"] == len(results["poison"]["indices"]) > 0
+    assert 0 <= results["backdoor"]["accuracy"] <= 1
