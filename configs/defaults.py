@@ -107,7 +107,7 @@ def profile_file(name):
     """The YAML file of profile ``name``, or a one-line error listing the profiles."""
     if name not in profile_names():
         raise InputError(f"Unknown profile {name!r} (--profile); choose from: {', '.join(profile_names())} "
-                         f"(the YAML files of {PROFILE_DIR})")
+                         "(configs/profiles/NAME.yaml)")
     return osp.join(PROFILE_DIR, f"{name}.yaml")
 
 
