@@ -1,6 +1,7 @@
 """The project's configuration keys, added to Dassl's defaults before any YAML file is merged
 (yacs rejects unknown keys, so every key a config file may set is declared here), and the named
 profiles of ``configs/profiles/`` (``train.py --profile NAME``)."""
+import copy
 import os
 import os.path as osp
 
@@ -96,6 +97,26 @@ def renamed_key(key):
         if old == key or old.startswith(key + "."):
             return old, new
     return None
+
+
+# What the old precision keys' values meant, in TRAINER.PREC's words (their fp16 was fp16 autocast), and which
+# trainers read each of them (ZeroShot always ran in fp32).
+OLD_PRECISIONS = {"fp32": "fp32", "bf16": "amp_bf16", "fp16": "amp"}
+OLD_PRECISION_READERS = {"COOP": ("CoOp", "BAPLe"), "FINETUNE": ("FineTune",)}
+
+
+def upgraded(config):
+    """A run's stored config (``results.json``'s ``config`` dict) with the renamed keys under their new names, so
+    that a run finished before the rename reopens as it trained."""
+    config = copy.deepcopy(config)
+    trainer = config.get("TRAINER", {})
+    for section, readers in OLD_PRECISION_READERS.items():
+        old = trainer.get(section, {}).pop("PREC", None)
+        if old is not None and trainer.get("NAME") in readers:
+            trainer["PREC"] = OLD_PRECISIONS.get(old, old)
+    if trainer.get("FINETUNE") == {}:
+        del trainer["FINETUNE"]
+    return config
 
 
 def profile_names():

@@ -381,3 +381,18 @@ def test_a_baple_run_with_the_reference_profile_finishes(standins, synthetic_roo
     assert config["BACKDOOR"]["ORDER"] == "patch_then_noise" and config["DATASET"]["FEWSHOT_SAMPLER"] == "dassl"
     assert results["poison"]["count"] == len(results["poison"]["indices"]) > 0
     assert 0 <= results["backdoor"]["accuracy"] <= 1
+
+
+def test_a_config_stored_before_the_precision_rename_reopens_in_its_precision():
+    from configs.defaults import get_cfg, upgraded
+    from yacs.config import CfgNode
+
+    stored = yaml_of(get_cfg())
+    stored["TRAINER"].pop("PREC")
+    stored["TRAINER"].update(NAME="BAPLe", FINETUNE={"PREC": "fp32"})
+    stored["TRAINER"]["COOP"]["PREC"] = "bf16"  # the old bf16 autocast
+    cfg = get_cfg()
+    cfg.merge_from_other_cfg(CfgNode(upgraded(stored)))
+    assert cfg.TRAINER.PREC == "amp_bf16" and "PREC" not in stored["TRAINER"]
+    stored["TRAINER"].update(NAME="FineTune", FINETUNE={"PREC": "fp16"})  # its fp16 was autocast with a scaler
+    assert upgraded(stored)["TRAINER"]["PREC"] == "amp"

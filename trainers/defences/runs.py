@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
 import datasets  # noqa: F401  (registers the datasets)
-from configs.defaults import get_cfg
+from configs.defaults import get_cfg, upgraded
 from configs.errors import InputError
 from dassl_compat import DATASET_REGISTRY, build_trainer, build_transform, read_json, set_random_seed
 from datasets.wrapper import ImageDataset
@@ -33,7 +33,7 @@ def run_cfg(run_dir, output_dir, trigger_from="", data_root=""):
     results = read_results(run_dir)
     cfg = get_cfg()
     cfg.set_new_allowed(True)  # a config dumped by another engine or version may hold keys unknown here
-    cfg.merge_from_other_cfg(CfgNode(results["config"]))
+    cfg.merge_from_other_cfg(CfgNode(upgraded(results["config"])))
     cfg.set_new_allowed(False)
     cfg.OUTPUT_DIR = output_dir
     if results["backdoor"] is None and trigger_from:
