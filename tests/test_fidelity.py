@@ -1,0 +1,54 @@
+"""scripts/fidelity.py: the runs it plans and the table it renders into docs/FIDELITY.md."""
+import json
+import os
+
+import pytest
+
+from configs.errors import InputError
+from scripts import fidelity
+
+
+def write_results(folder, ca, ba):
+    os.makedirs(folder)
+    with open(os.path.join(folder, "results.json"), "w") as f:
+        json.dump({"clean": {"accuracy": ca}, "backdoor": {"accuracy": ba}}, f)
+
+
+def test_the_runs_are_the_defaults_each_measured_row_alone_and_the_whole_profile():
+    rows = fidelity.read_rows("reference")
+    runs = fidelity.runs_of(rows, "reference")
+    values = fidelity.profile_values("reference")
+    assert runs[0] == ("defaults", "", []) and runs[-1] == ("profile-reference", "reference", [])
+    alone = {name: overrides for name, _, overrides in runs[1:-1]}
+    assert alone["row-order"] == ["BACKDOOR.ORDER", "patch_then_noise"]
+    assert alone["row-precision"] == ["TRAINER.PREC", values["TRAINER.PREC"]]
+    assert "row-context-files" not in alone  # measure: false
+    assert [name for name, _, _ in fidelity.runs_of(rows, "reference", {"order"})] == [
+        "defaults", "row-order", "profile-reference"]
+
+
+def test_the_table_shows_the_measured_runs_and_keeps_the_rest_of_the_doc(tmp_path):
+    write_results(tmp_path / "runs" / "row-order", 0.9125, 0.5)
+    write_results(tmp_path / "runs" / "profile-reference", 0.8, 0.75)
+    doc = tmp_path / "FIDELITY.md"
+    doc.write_text(f"intro\n{fidelity.BEGIN}\nold table\n{fidelity.END}\noutro\n")
+    fidelity.write_table(str(doc), fidelity.render_table(fidelity.read_rows("reference"), "reference",
+                                                         str(tmp_path / "runs")))
+    text = doc.read_text()
+    assert text.startswith("intro\n") and text.endswith(f"{fidelity.END}\noutro\n") and "old table" not in text
+    order = next(line for line in text.splitlines() if line.startswith("| Trigger order"))
+    assert "`BACKDOOR.ORDER noise_then_patch`" in order and "`BACKDOOR.ORDER patch_then_noise`" in order
+    assert order.endswith("| 0.912 / 0.500 |")
+    assert "| not measured |" in next(line for line in text.splitlines() if line.startswith("| **project defaults**"))
+    assert text.splitlines()[-3].endswith("| 0.800 / 0.750 |")  # the whole profile's row
+
+
+def test_a_row_naming_a_key_the_profile_does_not_set_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "fidelity").mkdir()
+    (tmp_path / "p.yaml").write_text("BACKDOOR:\n  ORDER: patch_then_noise\n")
+    (tmp_path / "fidelity" / "p.yaml").write_text(
+        "- {id: grad, behaviour: b, paper: p, reference: r, models: m, keys: [BACKDOOR.NOISE_GRAD]}\n")
+    monkeypatch.setattr(fidelity, "PROFILE_DIR", str(tmp_path))
+    monkeypatch.setattr("configs.defaults.PROFILE_DIR", str(tmp_path))
+    with pytest.raises(InputError, match="row grad names BACKDOOR.NOISE_GRAD, which profile p does not set"):
+        fidelity.read_rows("p")
