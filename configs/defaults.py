@@ -34,8 +34,8 @@ def extend_cfg(cfg):
     cfg.TRAINER.COOP.CSC = False
     cfg.TRAINER.COOP.CTX_INIT = ""
     # fp32 or bf16: the frozen backbone's weights cast once, its towers then run in that dtype (inputs follow).
-    # bf16: features close to, not equal to, fp32; on a CPU with bf16 matrix units, with TRAINER.PREC amp_bf16, the fastest
-    # setting measured (1.4-3x an fp32 BAPLe step; benchmarks/README.md).
+    # bf16: features close to, not equal to, fp32; on a CPU with bf16 matrix units, with TRAINER.PREC amp_bf16, the
+    # fastest setting measured (1.4-3x an fp32 BAPLe step; benchmarks/README.md).
     cfg.TRAINER.COOP.BACKBONE_DTYPE = "fp32"
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"
 

@@ -14,7 +14,11 @@ to the input; the clean rows pass the frozen image tower without a gradient grap
 Options reproducing the reference code where it differs from the paper:
 ``BACKDOOR.ORDER patch_then_noise`` (patch first, then noise), ``BACKDOOR.NOISE_GRAD accumulate``
 (delta's gradient never cleared, so each step uses the sum of all past gradients),
-``BACKDOOR.NOISE_INIT reference`` (uniform [0, 1], clipped at the first update).
+``BACKDOOR.NOISE_INIT reference`` (uniform [0, 1], clipped at the first update), ``TRAINER.PREC fp16``
+(CoOp's: the model, the context and delta in half precision), ``BACKDOOR.POISON_DRAW bernoulli`` and
+``DATASET.FEWSHOT_SAMPLER dassl``; ``--profile reference`` sets them all (docs/FIDELITY.md). Under
+``TRAINER.PREC amp`` delta steps by the sign of the scaled gradient (the same sign), and skips a step whose
+gradient overflowed, as the scaler skips the optimiser's.
 """
 import os.path as osp
 
