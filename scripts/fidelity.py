@@ -66,6 +66,12 @@ def measured(row):
     return row.get("measure", True) and bool(row.get("keys"))
 
 
+def effect_cell(row, output_root):
+    if not row.get("measure", True):
+        return "-"
+    return result_cell(output_root, f"row-{row['id']}") if row.get("keys") else "no setting yet"
+
+
 def runs_of(rows, name, selected=None):
     """``[(run name, profile flag, overrides)]``: the defaults, each measured row, the whole profile."""
     values = profile_values(name)
@@ -103,8 +109,8 @@ def render_table(rows, name, output_root):
         keys = row.get("keys", [])
         default = setting_text(keys, defaults) if keys else row.get("default", "-")
         profile = setting_text(keys, values) if keys else row.get("profile", "-")
-        effect = result_cell(output_root, f"row-{row['id']}") if measured(row) else "-"
-        cells = [row["behaviour"], row["paper"], row["reference"], row["models"], default, profile, effect]
+        cells = [row["behaviour"], row["paper"], row["reference"], row["models"], default, profile,
+                 effect_cell(row, output_root)]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     lines.append(f"| **project defaults** | | | | every default | | {result_cell(output_root, 'defaults')} |")
     lines.append(f"| **whole profile** (`--profile {name}`) | | | | | every value | "
