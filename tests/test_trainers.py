@@ -396,3 +396,16 @@ def test_a_config_stored_before_the_precision_rename_reopens_in_its_precision():
     assert cfg.TRAINER.PREC == "amp_bf16" and "PREC" not in stored["TRAINER"]
     stored["TRAINER"].update(NAME="FineTune", FINETUNE={"PREC": "fp16"})  # its fp16 was autocast with a scaler
     assert upgraded(stored)["TRAINER"]["PREC"] == "amp"
+
+
+def test_a_context_tensor_file_of_another_width_is_one_line_once_the_backbone_is_known(standins, synthetic_root,
+                                                                                       tmp_path):
+    from configs.errors import InputError
+
+    path = tmp_path / "ctx.pt"
+    torch.save(torch.zeros(4, 7, dtype=torch.float16), path)  # N_CTX right, width D not the backbone's
+    cfg = run_cfg("BAPLe", synthetic_root, tmp_path / "run", standins["biomedclip"], **{"TRAINER.BAPLE.INIT": str(path)})
+    with pytest.raises(InputError) as error:
+        build(cfg)
+    assert f"{path} holds a context of shape (4, 7), this run needs (4, " in str(error.value)
+    assert "\n" not in str(error.value)

@@ -69,6 +69,11 @@ def load_context(path):
     return loaded["state_dict"]["ctx"]
 
 
+def context_shape_error(init, shape, needed):
+    return InputError(f"TRAINER.BAPLE.INIT (--init) {init} holds a context of shape {tuple(shape)}, this run needs "
+                      f"{needed}; use a context with the same backbone, dataset, TRAINER.COOP.N_CTX and TRAINER.COOP.CSC")
+
+
 @TRAINER_REGISTRY.register()
 class BAPLe(CoOp):
     """CoOp plus a learnable noise-and-patch trigger on an exactly poisoned few-shot set."""
@@ -92,6 +97,12 @@ class BAPLe(CoOp):
             raise InputError(f"TRAINER.BAPLE.INIT (--init) {init} does not exist; give a finished CoOp run folder, "
                              "checkpoint file or context tensor file, or leave it empty to start from a random "
                              "context")
+        coop = cfg.TRAINER.COOP
+        if init and not coop.CTX_INIT:  # the width D is the backbone's, checked once it is built
+            ctx = load_context(init)
+            needs = ("C",) * coop.CSC + (coop.N_CTX, "D")
+            if ctx.dim() != len(needs) or ctx.shape[-2] != coop.N_CTX:
+                raise context_shape_error(init, ctx.shape, "(" + ", ".join(map(str, needs)) + ")")
 
     @staticmethod
     def build_trigger(cfg, image_size):
@@ -113,9 +124,7 @@ class BAPLe(CoOp):
         if init:
             ctx = load_context(init)
             if ctx.shape != self.prompt_learner.ctx.shape:
-                raise InputError(f"TRAINER.BAPLE.INIT (--init) {init} holds a context of shape {tuple(ctx.shape)}, "
-                                 f"this run needs {tuple(self.prompt_learner.ctx.shape)}; use a context with the same "
-                                 "backbone, dataset, TRAINER.COOP.N_CTX and TRAINER.COOP.CSC")
+                raise context_shape_error(init, ctx.shape, str(tuple(self.prompt_learner.ctx.shape)))
             with torch.no_grad():
                 self.prompt_learner.ctx.copy_(ctx)
             print(f"Context initialised from {init}")

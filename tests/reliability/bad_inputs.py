@@ -164,6 +164,13 @@ def _text_file_named_png(ctx):
     _write(osp.join(ctx.tmp, "trigger.png"), b"not an image")
 
 
+def _reference_context_file(ctx):
+    """A context tensor file as the reference code releases them: bare fp16 [16, 512]."""
+    import torch
+
+    torch.save(torch.zeros(16, 512, dtype=torch.float16), osp.join(ctx.tmp, "ctx_clip_covid_s1.pt"))
+
+
 class TouchOnLoad:
     """Unpickling this object would create ``path``: it stands for any code a pickle can run."""
 
@@ -254,6 +261,10 @@ CASES = [
          prepare=_text_file_named_png),
     Case("baple-init-missing", "BAPLe context initialisation run missing",
          "TRAINER.BAPLE.INIT (--init) <tmp>/no-coop-run does not exist", flags=("--init", "{tmp}/no-coop-run")),
+    Case("baple-init-wrong-shape", "BAPLe context tensor file of another shape",
+         "TRAINER.BAPLE.INIT (--init) <tmp>/ctx_clip_covid_s1.pt holds a context of shape (16, 512), this run needs "
+         "(4, D)", flags=("--init", "{tmp}/ctx_clip_covid_s1.pt"), opts=("TRAINER.COOP.N_CTX", "4"),
+         prepare=_reference_context_file),
     # poisoning
     Case("poison-percentage-above-100", "poison percentage above 100",
          "BACKDOOR.POISON_PERCENTAGE 150.0 is outside [0, 100]", opts=("BACKDOOR.POISON_PERCENTAGE", "150")),
