@@ -6,12 +6,14 @@
 Runs, through ``train.py`` on the quickstart's data and demo model (``scripts.quickstart``: the same
 files, scale-down and class-specific context), the clean CoOp run BAPLe starts from, then BAPLe with
 the project's defaults, with each measured row's keys alone set to the profile's values, and with the
-whole profile (``--profile``); a finished run (its ``results.json``) is reused. Then it renders the
+whole profile (``--profile``); a finished run (its ``results.json``) is reused. A run's folder name ends in
+a digest of the values it sets, so changing the profile starts new runs rather than reusing stale ones. Then it renders the
 table from the rows (``configs/profiles/fidelity/<profile>.yaml``), the configs (default and profile
 values) and the runs' ``results.json`` (CA / BA) into ``docs/FIDELITY.md`` between its markers. Rows
 not run yet read "not measured"; ``--render-only`` runs nothing.
 """
 import argparse
+import hashlib
 import os.path as osp
 import sys
 import time
@@ -66,10 +68,24 @@ def measured(row):
     return row.get("measure", True) and bool(row.get("keys"))
 
 
-def effect_cell(row, output_root):
+def effect_cell(row, values, output_root):
     if not row.get("measure", True):
         return "-"
-    return result_cell(output_root, f"row-{row['id']}") if row.get("keys") else "no setting yet"
+    return result_cell(output_root, row_run(row, values)[0]) if row.get("keys") else "no setting yet"
+
+
+def digest(values):
+    return hashlib.sha1(repr(sorted(values.items())).encode()).hexdigest()[:8]
+
+
+def row_run(row, values):
+    """(run name, overrides) of a measured row: its keys alone at the profile's values."""
+    own = {key: values[key] for key in row["keys"]}
+    return f"row-{row['id']}-{digest(own)}", [str(x) for item in own.items() for x in item]
+
+
+def profile_run(name):
+    return f"profile-{name}-{digest(profile_values(name))}"
 
 
 def runs_of(rows, name, selected=None):
@@ -78,8 +94,9 @@ def runs_of(rows, name, selected=None):
     runs = [("defaults", "", [])]
     for row in rows:
         if measured(row) and (not selected or row["id"] in selected):
-            runs.append((f"row-{row['id']}", "", [str(x) for key in row["keys"] for x in (key, values[key])]))
-    runs.append((f"profile-{name}", name, []))
+            run_name, overrides = row_run(row, values)
+            runs.append((run_name, "", overrides))
+    runs.append((profile_run(name), name, []))
     return runs
 
 
@@ -110,11 +127,11 @@ def render_table(rows, name, output_root):
         default = setting_text(keys, defaults) if keys else row.get("default", "-")
         profile = setting_text(keys, values) if keys else row.get("profile", "-")
         cells = [row["behaviour"], row["paper"], row["reference"], row["models"], default, profile,
-                 effect_cell(row, output_root)]
+                 effect_cell(row, values, output_root)]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     lines.append(f"| **project defaults** | | | | every default | | {result_cell(output_root, 'defaults')} |")
     lines.append(f"| **whole profile** (`--profile {name}`) | | | | | every value | "
-                 f"{result_cell(output_root, f'profile-{name}')} |")
+                 f"{result_cell(output_root, profile_run(name))} |")
     return "\n".join(lines)
 
 
