@@ -35,6 +35,7 @@ setup(
         "baple-figures = scripts.figures:run",
         "baple-defend = scripts.defend:run",
         "baple-quickstart = scripts.quickstart:run",
+        "baple-fidelity = scripts.fidelity:run",
         "baple-build-demo-model = scripts.build_demo_model:run",
         "baple-standins = clip_models.standins:run",
         "baple-synthetic = datasets.synthetic:run",

@@ -8,8 +8,9 @@
 Config merge order: Dassl defaults -> project keys (configs/defaults.py) -> dataset file -> method
 file (``--config-file``, one per trainer: configs/trainers/<TRAINER>.yaml) -> the method's
 per-backbone file of the chosen model, where there is one (configs/trainers/<TRAINER>/<backbone>.yaml,
-e.g. MedCLIP's learning rate; see configs/files.py) -> flags -> trailing KEY VALUE overrides. A key
-the chosen trainer does not read is refused (``trainers.validation.check_keys_read``). Exit codes: 0 success, 2 bad input or config (one line naming the
+e.g. MedCLIP's learning rate; see configs/files.py) -> ``--profile`` (configs/profiles/NAME.yaml) ->
+flags -> trailing KEY VALUE overrides. A key the chosen trainer does not read is refused
+(``trainers.validation.check_keys_read``). Exit codes: 0 success, 2 bad input or config (one line naming the
 problem and the fix), 1 internal error or interruption; the message is the last line printed.
 Bad settings are found before any model or image is loaded (``trainers.validation``). A run stopped
 at any point (Ctrl-C, SIGTERM, SIGKILL) resumes from its last checkpoint when the same command is
@@ -20,6 +21,7 @@ import os.path as osp
 
 from common import cli
 from common.errors import InputError
+from configs.defaults import profile_file, renamed_key
 
 
 def build_parser():
@@ -35,6 +37,9 @@ def build_parser():
     p.add_argument("--backbone", type=str, default="", help="name of the Med-FM (MODEL.BACKBONE.NAME)")
     p.add_argument("--init", type=str, default="",
                    help="BAPLe: clean CoOp run folder or checkpoint to start the context from (TRAINER.BAPLE.INIT)")
+    p.add_argument("--profile", type=str, default="",
+                   help="a named set of settings (configs/profiles/NAME.yaml) merged after the config files, before "
+                        "the overrides; reference: every behaviour of the authors' reference code")
     p.add_argument("--eval-only", action="store_true", help="evaluation only")
     p.add_argument("--model-dir", type=str, default="", help="load the model from this directory for evaluation")
     p.add_argument("--load-epoch", type=int, help="load the weights saved at this epoch for evaluation")
@@ -45,6 +50,9 @@ def build_parser():
 
 def _check_key(cfg, key):
     """One-line error for an override key that does not exist, naming the valid keys beside it."""
+    renamed = renamed_key(key)
+    if renamed and renamed[0] == key:
+        raise InputError(f"{key} is now {renamed[1]}; set {renamed[1]} instead")
     node, parts = cfg, key.split(".")
     for depth, part in enumerate(parts):
         if not hasattr(node, "keys") or part not in node:
@@ -62,6 +70,9 @@ def _merge_file(cfg, path, what):
     try:
         cfg.merge_from_file(path)
     except KeyError as e:
+        renamed = renamed_key(str(e.args[0]).rpartition(": ")[2])
+        if renamed:
+            raise InputError(f"{what} {path}: {renamed[0]} is now {renamed[1]}; set {renamed[1]} there instead") from None
         raise InputError(f"{what} {path}: {e.args[0]}; remove the key or fix its spelling") from None
     except ValueError as e:
         raise InputError(f"{what} {path}: {str(e).splitlines()[0]}") from None
@@ -92,6 +103,8 @@ def _merged(args, method_files):
         _merge_file(cfg, args.dataset_config_file, "Dataset config file")
     for path in method_files:
         _merge_file(cfg, path, "Config file")
+    if args.profile:
+        _merge_file(cfg, profile_file(args.profile), f"Profile {args.profile}")
 
     flags = {"DATASET.ROOT": args.root, "OUTPUT_DIR": args.output_dir, "RESUME": args.resume,
              "TRAINER.NAME": args.trainer, "MODEL.BACKBONE.NAME": args.backbone, "TRAINER.BAPLE.INIT": args.init}

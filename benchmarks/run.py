@@ -46,7 +46,7 @@ from benchmarks.variants import (EXTRAS, REPO, apply_extra, build_method, ensure
                                  hub_cache, loader_without_workers, naive_baple_step, other_precision,
                                  padded_prompts, prompt_cut_check, train_step, two_pass_evaluation)
 
-PRECISION_CHOICES = ("fp32", "bf16", "fp16")
+PRECISION_CHOICES = ("fp32", "amp_bf16", "amp", "fp16")
 # The acceptance thresholds (checked on every run; they are stated for the CPU).
 MAX_BAPLE_OVER_COOP = 1.25
 MIN_NAIVE_OVER_BAPLE = 1.5
@@ -63,7 +63,7 @@ def parse_args(argv=None):
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: cuda when available, else cpu")
     parser.add_argument("--precision", choices=PRECISION_CHOICES,
-                        help="TRAINER.COOP.PREC / TRAINER.FINETUNE.PREC (default: bf16 on cuda, fp32 on cpu)")
+                        help="TRAINER.PREC (default: amp_bf16 on cuda, fp32 on cpu)")
     parser.add_argument("--batch-size", type=int, default=16, help="training batch (one row poisoned)")
     parser.add_argument("--eval-images", type=int, help="synthetic test images (default: 16 on cpu, 400 on cuda)")
     parser.add_argument("--repeats", type=int, help="timed rounds after the warm-up round (default: 3 on cpu, 10 on cuda)")
@@ -131,7 +131,8 @@ def bench_backbone(name, args, device, precision, root, output_dir):
             failed_extras[extra] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
             print(f"[{name}] --extras {extra} failed: {failed_extras[extra]}", flush=True)
             continue
-        label = {"precision": extra_precision if extra_precision == "fp32" else f"{extra_precision} autocast",
+        label = {"precision": {"fp32": "fp32", "amp_bf16": "bf16 autocast", "amp": "fp16 autocast",
+                               "fp16": "fp16"}[extra_precision],
                  "bf16-backbone": "bf16 backbone", "channels-last": "channels_last", "compile": "compiled"}[extra]
         variants[f"BAPLe, {label}"] = (step, args.batch_size, trainer, EXTRAS[extra])
         variants[f"eval, {label}"] = (evaluate, 2 * n_test, None, EXTRAS[extra])
@@ -259,7 +260,7 @@ def main(argv=None):
         raise InputError("--device cuda: no CUDA device is available here; use --device cpu (or auto)")
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
-    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
+    precision = args.precision or ("amp_bf16" if device.type == "cuda" else "fp32")
     args.eval_images = args.eval_images or (400 if device.type == "cuda" else 16)
     args.repeats = args.repeats or (10 if device.type == "cuda" else 3)
     if device.type == "cpu":

@@ -8,7 +8,7 @@ import os
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Optimisations measured on request, each on a BAPLe trainer of its own: a step and an evaluation pass.
 EXTRAS = {
-    "precision": "the other precision: bf16 autocast on an fp32 run, fp32 on a bf16 or fp16 run",
+    "precision": "the other precision: bf16 autocast (amp_bf16) on an fp32 run, fp32 on any other",
     "bf16-backbone": "TRAINER.COOP.BACKBONE_DTYPE bf16: the frozen backbone cast to bf16 once",
     "channels-last": "the image tower's weights and input in channels_last memory format",
     "compile": "torch.compile on the image tower (compile time excluded: the warm-up round)",
@@ -47,7 +47,7 @@ def build_method(method, backbone, weights, root, output_dir, device, precision,
         "TRAINER.NAME", method, "MODEL.BACKBONE.NAME", backbone, "DATASET.ROOT", root, "OUTPUT_DIR", os.path.join(output_dir, method + tag), "SEED", 1,
         "USE_CUDA", device.type == "cuda", "VERBOSE", False, "MODEL.BACKBONE.WEIGHTS", weights,
         "DATASET.NUM_SHOTS", batch_size, "DATALOADER.TRAIN_X.BATCH_SIZE", batch_size,
-        "BACKDOOR.POISON_COUNT", 1, "TRAINER.COOP.PREC", precision, "TRAINER.FINETUNE.PREC", precision,
+        "BACKDOOR.POISON_COUNT", 1, "TRAINER.PREC", precision,
         *overrides,
     ])
     set_random_seed(cfg.SEED)
@@ -152,7 +152,7 @@ def loader_without_workers(loader):
 
 
 def other_precision(precision):
-    return "bf16" if precision == "fp32" else "fp32"
+    return "amp_bf16" if precision == "fp32" else "fp32"
 
 
 def apply_extra(extra, trainer):

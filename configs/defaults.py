@@ -1,6 +1,15 @@
 """The project's configuration keys, added to Dassl's defaults before any YAML file is merged
-(yacs rejects unknown keys, so every key a config file may set is declared here)."""
+(yacs rejects unknown keys, so every key a config file may set is declared here), and the named
+profiles of ``configs/profiles/`` (``train.py --profile NAME``)."""
+import copy
+import os
+import os.path as osp
+
 from yacs.config import CfgNode as CN
+
+from common.errors import InputError
+
+PROFILE_DIR = osp.join(osp.dirname(osp.abspath(__file__)), "profiles")
 
 
 def extend_cfg(cfg):
@@ -8,33 +17,39 @@ def extend_cfg(cfg):
     cfg.MODEL.BACKBONE.WEIGHTS = ""
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # CoOp's key, kept so CoOp dataset files merge
+    # per_class: each class shuffled by its own seeded generator over sorted names (file-system independent);
+    # dassl: the picks of Dassl's generate_fewshot_dataset (CoOp, the reference code) for the seed and item order.
+    cfg.DATASET.FEWSHOT_SAMPLER = "per_class"
     cfg.DATASET.BAD_FILES = "error"  # error: stop at the first unreadable image; skip: leave it out and count it
 
     cfg.TEST.EVAL_FREQ = 0  # evaluate CA/BA every N epochs during training (0: only at the end)
+
+    # Every trainer's precision, with CoOp's meanings: fp16 (the whole model, the context and BAPLe's noise in half
+    # precision), amp (fp16 autocast and a gradient scaler), fp32; amp_bf16 (bf16 autocast, no scaler).
+    cfg.TRAINER.PREC = "fp32"
 
     # CoOp's prompt learner; BAPLe is CoOp plus a trigger and reads the same keys.
     cfg.TRAINER.COOP = CN()
     cfg.TRAINER.COOP.N_CTX = 16
     cfg.TRAINER.COOP.CSC = False
     cfg.TRAINER.COOP.CTX_INIT = ""
-    cfg.TRAINER.COOP.PREC = "fp32"  # fp32, bf16 or fp16 autocast around the frozen backbone
     # fp32 or bf16: the frozen backbone's weights cast once, its towers then run in that dtype (inputs follow).
-    # bf16: features close to, not equal to, fp32; on a CPU with bf16 matrix units, with PREC bf16, the fastest
-    # setting measured (1.4-3x an fp32 BAPLe step; benchmarks/README.md).
+    # bf16: features close to, not equal to, fp32; on a CPU with bf16 matrix units, with TRAINER.PREC amp_bf16, the
+    # fastest setting measured (1.4-3x an fp32 BAPLe step; benchmarks/README.md).
     cfg.TRAINER.COOP.BACKBONE_DTYPE = "fp32"
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"
 
     cfg.TRAINER.BAPLE = CN()
-    cfg.TRAINER.BAPLE.INIT = ""  # a clean CoOp run folder (or checkpoint file) to start the context from
-
-    cfg.TRAINER.FINETUNE = CN()
-    cfg.TRAINER.FINETUNE.PREC = "fp32"
+    # A clean CoOp run folder, checkpoint file or bare context tensor file ([N_CTX, D], [C, N_CTX, D] with CSC, as the
+    # reference code's released ctx_<model>_<dataset>_s<seed>.pt) to start the context from.
+    cfg.TRAINER.BAPLE.INIT = ""
 
     cfg.BACKDOOR = CN()
     cfg.BACKDOOR.ATTACK = "none"  # poisoning attack for CoOp / FineTune: none, badnets, wanet, fiba
     cfg.BACKDOOR.TARGET_CLASS = 0
     cfg.BACKDOOR.POISON_PERCENTAGE = 5.0  # share of the few-shot training set that is poisoned
     cfg.BACKDOOR.POISON_COUNT = -1  # exact number of poisoned samples; overrides the percentage when >= 0
+    cfg.BACKDOOR.POISON_DRAW = "exact"  # exact (that count) or bernoulli (each sample at the percentage: reference)
     cfg.BACKDOOR.POISON_NON_TARGET_ONLY = False  # draw poisoned samples only from non-target classes
     cfg.BACKDOOR.EVAL_TRIGGER = ""  # a finished run folder whose trigger to test with (default: this run's own)
     # BAPLe's trigger: learnable noise (eps in 1/255 units, signed-gradient step in [0,1] pixel units) + a patch.
@@ -69,6 +84,52 @@ def extend_cfg(cfg):
     cfg.BACKDOOR.FIBA.BETA = 0.1
     cfg.BACKDOOR.FIBA.TRIGGER_IMAGE = ""  # image file; "": a built-in smooth texture, the same for every run
     return cfg
+
+
+# Keys that were renamed: a config file or override that still sets one gets a one-line error naming the new key.
+RENAMED_KEYS = {"TRAINER.COOP.PREC": "TRAINER.PREC", "TRAINER.FINETUNE.PREC": "TRAINER.PREC"}
+
+
+def renamed_key(key):
+    """``(old key, new key)`` when ``key`` is, or leads to, a renamed key; else None. yacs names only the first
+    missing level of a file's key (``TRAINER.FINETUNE`` for ``TRAINER.FINETUNE.PREC``)."""
+    for old, new in RENAMED_KEYS.items():
+        if old == key or old.startswith(key + "."):
+            return old, new
+    return None
+
+
+# What the old precision keys' values meant, in TRAINER.PREC's words (their fp16 was fp16 autocast), and which
+# trainers read each of them (ZeroShot always ran in fp32).
+OLD_PRECISIONS = {"fp32": "fp32", "bf16": "amp_bf16", "fp16": "amp"}
+OLD_PRECISION_READERS = {"COOP": ("CoOp", "BAPLe"), "FINETUNE": ("FineTune",)}
+
+
+def upgraded(config):
+    """A run's stored config (``results.json``'s ``config`` dict) with the renamed keys under their new names, so
+    that a run finished before the rename reopens as it trained."""
+    config = copy.deepcopy(config)
+    trainer = config.get("TRAINER", {})
+    for section, readers in OLD_PRECISION_READERS.items():
+        old = trainer.get(section, {}).pop("PREC", None)
+        if old is not None and trainer.get("NAME") in readers:
+            trainer["PREC"] = OLD_PRECISIONS.get(old, old)
+    if trainer.get("FINETUNE") == {}:
+        del trainer["FINETUNE"]
+    return config
+
+
+def profile_names():
+    """The profiles ``--profile`` takes: the YAML files of ``configs/profiles/``, by name."""
+    return sorted(name[:-len(".yaml")] for name in os.listdir(PROFILE_DIR) if name.endswith(".yaml"))
+
+
+def profile_file(name):
+    """The YAML file of profile ``name``, or a one-line error listing the profiles."""
+    if name not in profile_names():
+        raise InputError(f"Unknown profile {name!r} (--profile); choose from: {', '.join(profile_names())} "
+                         "(configs/profiles/NAME.yaml)")
+    return osp.join(PROFILE_DIR, f"{name}.yaml")
 
 
 def get_cfg():

@@ -8,9 +8,15 @@ Labels follow the sorted (Python string order) class folder names; class names c
 ``classnames.txt``. ``train_x`` is a ``DATASET.NUM_SHOTS``-per-class sample of the train images
 (all of them when NUM_SHOTS < 1), ``test`` all test images, ``val`` None.
 
-Few-shot sampling uses no global random state: class ``<folder>`` is sampled by
-``random.Random(f"{seed}/{folder}")`` from its name-sorted file list, so a sample depends only
-on the seed, the shot count and that class's files. ``SEED < 0`` (Dassl's "unseeded") draws a
+Few-shot sampling (``DATASET.FEWSHOT_SAMPLER``) uses no global random state. ``per_class`` (default):
+class ``<folder>`` is sampled by ``random.Random(f"{seed}/{folder}")`` from its name-sorted file list,
+so a sample depends only on the seed, the shot count and that class's files. ``dassl``: the picks of
+Dassl's ``DatasetBase.generate_fewshot_dataset`` (used by CoOp and the BAPLe reference code) right
+after ``set_random_seed(seed)``: one ``random.Random(seed)`` stream, ``sample(items, K)`` class by class
+in label order over the same item order (name-sorted here; the reference lists files unsorted, so
+its picks equal these where its listing is in name order). A class's pick then depends on every class
+before it. Under ``dassl`` an unreadable pick is an error even with ``DATASET.BAD_FILES skip``, unless
+that policy first opens every training image to leave the bad ones out of the items. ``SEED < 0`` (Dassl's "unseeded") draws a
 fresh seed, prints it and caches the sample under it, so the run can be repeated with that SEED.
 A cached sample is reused as long as its files are all still there; if any is gone the dataset
 stops with an error naming the cache file to delete (it is never silently redrawn, since that
@@ -28,6 +34,7 @@ from .imageio import image_problem, unreadable
 
 SPLITS = ("train", "test")
 BAD_FILE_POLICIES = ("error", "skip")
+FEWSHOT_SAMPLERS = ("per_class", "dassl")
 
 
 def read_classnames(path):
@@ -107,6 +114,15 @@ def list_split(image_dir, split, classnames):
     return files
 
 
+def dassl_fewshot_sample(groups, num_shots, seed):
+    """``{class: picks}`` as Dassl's ``generate_fewshot_dataset(items, num_shots=K)`` draws them right after
+    ``set_random_seed(seed)``, for ``groups`` = ``{class: items}`` in the order the classes first appear
+    among the items: one random stream, ``sample(items, K)`` per class, all items of a class with fewer."""
+    rng = random.Random(seed)  # the state random.seed(seed) leaves the global generator in
+    return {key: rng.sample(items, num_shots) if len(items) >= num_shots else list(items)
+            for key, items in groups.items()}
+
+
 class FolderDataset(DatasetBase):
     """Base of the folder datasets; a subclass sets ``dataset_dir``, ``modality``, ``prompt_template``
     and ``classes``.
@@ -136,6 +152,9 @@ class FolderDataset(DatasetBase):
         policy = cfg.DATASET.get("BAD_FILES", "error")  # a plain Dassl config lacks the project key
         if policy not in BAD_FILE_POLICIES:
             raise InputError(f"DATASET.BAD_FILES is {policy!r}; set it to one of {', '.join(BAD_FILE_POLICIES)}")
+        sampler = cfg.DATASET.get("FEWSHOT_SAMPLER", "per_class")
+        if sampler not in FEWSHOT_SAMPLERS:
+            raise InputError(f"DATASET.FEWSHOT_SAMPLER {sampler!r} is unknown; choose from {', '.join(FEWSHOT_SAMPLERS)}")
         subsample = cfg.DATASET.get("SUBSAMPLE_CLASSES", "all")
         if subsample != "all":
             raise InputError(f"DATASET.SUBSAMPLE_CLASSES {subsample!r} is not supported by {cls.__name__}; "
@@ -179,6 +198,7 @@ class FolderDataset(DatasetBase):
         self.image_dir = osp.join(self.dataset_dir, "images")
         self.split_fewshot_dir = osp.join(self.dataset_dir, "split_fewshot")
         self.bad_files = cfg.DATASET.get("BAD_FILES", "error")
+        self.fewshot_sampler = cfg.DATASET.get("FEWSHOT_SAMPLER", "per_class")
         self.skipped_files = []
         labels = {folder: label for label, folder in enumerate(sorted(classnames))}
 
@@ -226,13 +246,17 @@ class FolderDataset(DatasetBase):
                   f"(set SEED {seed} to repeat it)")
         self.fewshot_seed = seed
         check_num_shots(train_files, num_shots, osp.join(self.image_dir, "train"))
-        cache = osp.join(self.split_fewshot_dir, f"shot_{num_shots}-seed_{seed}.json")
+        suffix = "" if self.fewshot_sampler == "per_class" else f"-{self.fewshot_sampler}"
+        cache = osp.join(self.split_fewshot_dir, f"shot_{num_shots}-seed_{seed}{suffix}.json")
         self.fewshot_cache = cache
         if osp.isfile(cache):
             print(f"Reading the {num_shots}-shot sample from {cache}")
             return self._read_fewshot_cache(cache, train_files, num_shots)
-        sample = {folder: self._draw(paths, folder, num_shots, seed) for folder, paths in train_files.items()}
-        record = {"num_shots": num_shots, "seed": seed,
+        if self.fewshot_sampler == "dassl":
+            sample = self._draw_as_dassl(train_files, num_shots, seed)
+        else:
+            sample = {folder: self._draw(paths, folder, num_shots, seed) for folder, paths in train_files.items()}
+        record = {"num_shots": num_shots, "seed": seed, "sampler": self.fewshot_sampler,
                   "train": [osp.relpath(p, self.dataset_dir) for folder in sorted(sample) for p in sample[folder]]}
         try:
             write_json(record, cache)
@@ -259,6 +283,18 @@ class FolderDataset(DatasetBase):
         raise InputError(f"class {folder!r} has {len(chosen)} readable training image(s) in "
                          f"{osp.join(self.image_dir, 'train', folder)}, fewer than DATASET.NUM_SHOTS {num_shots}; "
                          f"lower NUM_SHOTS to {len(chosen)} or less, or replace the unreadable images")
+
+    def _draw_as_dassl(self, train_files, num_shots, seed):
+        """Dassl's few-shot picks for ``seed`` over the items in label order (see the module docstring)."""
+        groups = {folder: train_files[folder] for folder in sorted(train_files)}  # label order
+        if self.bad_files == "skip":
+            groups = {folder: self._usable(paths, folder, "train") for folder, paths in groups.items()}
+        sample = dassl_fewshot_sample(groups, num_shots, seed)
+        for path in (p for paths in sample.values() for p in paths):
+            reason = image_problem(path)
+            if reason is not None:
+                raise unreadable(path, reason)
+        return sample
 
     def _read_fewshot_cache(self, cache, train_files, num_shots):
         redraw = f"delete {cache} to draw a new sample"

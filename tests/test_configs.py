@@ -55,7 +55,6 @@ def test_a_coop_repository_method_file_merges_and_a_per_backbone_file_is_not_a_m
 
 # A key of each trainer's own, and whether each trainer reads it.
 OWN_KEYS = {"TRAINER.COOP.N_CTX": ("4", {"CoOp", "BAPLe"}), "TRAINER.BAPLE.INIT": ("/somewhere", {"BAPLe"}),
-            "TRAINER.FINETUNE.PREC": ("bf16", {"FineTune"}),
             "BACKDOOR.ATTACK": ("badnets", {"ZeroShot", "CoOp", "FineTune"}),
             "BACKDOOR.WANET.K": ("8", {"ZeroShot", "CoOp", "FineTune"}),
             "BACKDOOR.NOISE_EPS": ("4.0", {"BAPLe"}), "BACKDOOR.POISON_COUNT": ("3", {"CoOp", "BAPLe", "FineTune"}),

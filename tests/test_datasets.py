@@ -346,3 +346,67 @@ def test_synthetic_command_line(tmp_path, capsys):
 
     assert cli.run(main, ["--name", "pannuke", "--root", str(tmp_path)]) == 2  # the dataset is there already
     assert str(tmp_path / "pannuke") in capsys.readouterr().out
+
+
+# ---- DATASET.FEWSHOT_SAMPLER dassl: the picks of Dassl's own generate_fewshot_dataset ----------------------------
+DASSL_SRC, DASSL_DEPS = "/work/scratch/dassl-src", "/work/scratch/dassl-deps"
+DASSL_PICKS = """
+import json, sys
+from dassl.data.datasets import DatasetBase, Datum
+from dassl.utils import set_random_seed
+job = json.load(sys.stdin)
+items = [Datum(impath=path, label=label) for path, label in job["items"]]
+set_random_seed(job["seed"])
+picks = DatasetBase(train_x=items).generate_fewshot_dataset(items, num_shots=job["num_shots"])
+print(json.dumps([item.impath for item in picks]))
+"""
+
+
+def dassl_picks(items, num_shots, seed):
+    """Dassl's picks, computed in a subprocess (importing dassl here would switch later tests' engine)."""
+    import subprocess
+    import sys
+
+    if not osp.isdir(osp.join(DASSL_SRC, "dassl")):
+        pytest.skip(f"Dassl's source is not at {DASSL_SRC}")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([DASSL_SRC, DASSL_DEPS]))
+    done = subprocess.run([sys.executable, "-c", DASSL_PICKS], input=json.dumps(
+        {"items": items, "num_shots": num_shots, "seed": seed}), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("seed", [1, 7])
+def test_dassl_sampler_picks_what_dassls_function_picks_on_generated_items(tmp_path, seed):
+    from datasets.folder import dassl_fewshot_sample
+
+    sizes = [9, 3, 12, 5]  # class 1 has fewer than the 4 shots: Dassl keeps all of its items
+    items = [(str(tmp_path / f"c{label}-img{i:02d}.png"), label) for label, size in enumerate(sizes) for i in range(size)]
+    for path, _ in items:  # Dassl's Datum checks that its file exists
+        open(path, "wb").close()
+    groups = {label: [path for path, lab in items if lab == label] for label in range(len(sizes))}
+    ours = [path for picks in dassl_fewshot_sample(groups, 4, seed).values() for path in picks]
+    assert ours == dassl_picks(items, 4, seed)
+    assert len(ours) == 4 + 3 + 4 + 4
+
+
+def test_dassl_sampler_of_a_dataset_picks_what_dassl_picks_over_its_items(kather_root):
+    cfg = dataset_cfg(kather_root, "Kather", num_shots=4, seed=3)
+    cfg.DATASET.FEWSHOT_SAMPLER = "dassl"
+    dataset = DATASET_REGISTRY.get("Kather")(cfg)
+    everything = build(kather_root, num_shots=0)  # the items in the dataset's order: label, then name
+    items = [(item.impath, item.label) for item in everything.train_x]
+    assert [item.impath for item in dataset.train_x] == dassl_picks(items, 4, 3)
+    per_class = build(kather_root, num_shots=4, seed=3)
+    assert sample_names(per_class) != sample_names(dataset)  # a sampler of its own, cached apart
+    assert osp.isfile(osp.join(kather_root, "kather", "split_fewshot", "shot_4-seed_3-dassl.json"))
+    again = DATASET_REGISTRY.get("Kather")(cfg)  # read back from its cache
+    assert [item.impath for item in again.train_x] == [item.impath for item in dataset.train_x]
+
+
+def test_an_unknown_fewshot_sampler_is_one_line(kather_root):
+    cfg = dataset_cfg(kather_root, "Kather", num_shots=4)
+    cfg.DATASET.FEWSHOT_SAMPLER = "coop"
+    with pytest.raises(InputError) as excinfo:
+        DATASET_REGISTRY.get("Kather")(cfg)
+    one_line_error(excinfo, "DATASET.FEWSHOT_SAMPLER 'coop' is unknown; choose from per_class, dassl")

@@ -212,7 +212,7 @@ def test_bad_input_is_one_line_and_eval_only_folders_are_skipped(trained, tmp_pa
 def test_defend_on_cuda_with_bf16_reproduces_results_json(standins, synthetic_root, tmp_path):
     run_dir = tmp_path / "baple"
     train(run_cfg("BAPLe", synthetic_root, run_dir, standins["biomedclip"],
-                  **{"USE_CUDA": True, "TRAINER.COOP.PREC": "bf16", "BACKDOOR.POISON_COUNT": 2}))
+                  **{"USE_CUDA": True, "TRAINER.PREC": "amp_bf16", "BACKDOOR.POISON_COUNT": 2}))
     report = defend.defend_run(str(run_dir), defend.Settings().quick())
     assert report["reference"]["matches_results_json"] is True
     assert 0 <= report["strip"]["auc"] <= 1

@@ -263,3 +263,13 @@ def test_figures_draw_the_trigger_grid_and_the_tsne(swept, tmp_path):
     _check_png(os.path.join(run, "tsne.png"))
     assert figures.main(["trigger", run]) == 0
     _check_png(os.path.join(run, "trigger.png"))
+
+
+def test_sweep_passes_its_profile_to_every_run_and_refuses_an_unknown_one(standins, synthetic_root, tmp_path, capsys):
+    argv = sweep_argv(synthetic_root, tmp_path, standins[BACKBONE], "--methods", "Clean_PL", "BAPLe", "--targets", "0",
+                      "--profile", "reference", "--dry-run")
+    assert sweep.main(argv) == 0
+    commands = [line for line in capsys.readouterr().out.splitlines() if "python -m train" in line]
+    assert len(commands) == 2 and all(" --profile reference " in line for line in commands)
+    assert sweep.main(argv[:-3] + ["--profile", "paper", "--dry-run"]) == 2
+    assert "Unknown profile 'paper' (--profile); choose from: reference" in capsys.readouterr().out

@@ -11,15 +11,11 @@ from helpers_runs import run_cfg, train
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-@pytest.mark.parametrize("prec", ["bf16", "fp16"])
-@pytest.mark.parametrize("trainer, prec_key, attack", [
-    ("BAPLe", "TRAINER.COOP.PREC", "none"),
-    ("CoOp", "TRAINER.COOP.PREC", "wanet"),
-    ("FineTune", "TRAINER.FINETUNE.PREC", "fiba"),
-])
-def test_trains_on_cuda_with_autocast(standins, synthetic_root, tmp_path, trainer, prec_key, attack, prec):
+@pytest.mark.parametrize("prec", ["amp_bf16", "amp", "fp16"])
+@pytest.mark.parametrize("trainer, attack", [("BAPLe", "none"), ("CoOp", "wanet"), ("FineTune", "fiba")])
+def test_trains_on_cuda_in_each_precision(standins, synthetic_root, tmp_path, trainer, attack, prec):
     cfg = run_cfg(trainer, synthetic_root, tmp_path, standins["biomedclip"],
-                  **{"USE_CUDA": True, prec_key: prec, "BACKDOOR.ATTACK": attack, "BACKDOOR.POISON_COUNT": 2})
+                  **{"USE_CUDA": True, "TRAINER.PREC": prec, "BACKDOOR.ATTACK": attack, "BACKDOOR.POISON_COUNT": 2})
     result = train(cfg)
     assert next(result.model.parameters()).device.type == "cuda"
     with open(os.path.join(tmp_path, "results.json")) as f:

@@ -185,3 +185,229 @@ def test_baple_runs_through_real_dassl(standins, synthetic_root, tmp_path):
     assert "Engine backend: dassl" in result.stdout
     results = read_results(tmp_path)
     assert results["backdoor"]["accuracy"] is not None and results["poison"]["count"] == 1
+
+
+# ---- TRAINER.PREC ------------------------------------------------------------------------------------------------
+def _fp16_problem():
+    from trainers.base import precision_problem
+    return precision_problem("fp16", "cpu")
+
+
+@pytest.mark.skipif(_fp16_problem() is not None, reason=f"this CPU cannot train in fp16: {_fp16_problem()}")
+def test_prec_fp16_trains_a_half_model_context_and_noise(standins, synthetic_root, tmp_path):
+    cfg = run_cfg("BAPLe", synthetic_root, tmp_path, standins["biomedclip"],
+                  **{"TRAINER.PREC": "fp16", "BACKDOOR.POISON_COUNT": 3})  # epoch 2 leaves the 1e-5 warm-up,
+    trainer = build(cfg)                                                # which fp16 rounds away
+    assert {p.dtype for p in trainer.model.backbone.parameters()} == {torch.float16}
+    ctx = trainer.prompt_learner.ctx.detach().clone()
+    trainer.train()
+    assert trainer.prompt_learner.ctx.dtype == torch.float16 and not torch.equal(trainer.prompt_learner.ctx, ctx)
+    delta = trainer.trigger.noise.delta
+    assert delta.dtype == torch.float16 and 0 < delta.abs().max().item() <= cfg.BACKDOOR.NOISE_EPS / 255 + 1e-3
+    assert np.isfinite(read_results(tmp_path)["clean"]["accuracy"])
+
+
+@pytest.mark.parametrize("trainer_name, prec", [("BAPLe", "amp"), ("FineTune", "amp"), ("CoOp", "fp32")])
+def test_prec_amp_scales_the_loss_and_fp32_does_not(standins, synthetic_root, tmp_path, trainer_name, prec):
+    cfg = run_cfg(trainer_name, synthetic_root, tmp_path, standins["biomedclip"],
+                  **{"TRAINER.PREC": prec, "BACKDOOR.POISON_COUNT": 3, "OPTIM.MAX_EPOCH": 1,
+                     "BACKDOOR.ATTACK": "none" if trainer_name == "BAPLe" else "badnets"})
+    trainer = train(cfg)
+    assert trainer.grad_scaler.is_enabled() == (prec == "amp")
+    learned = trainer.prompt_learner.ctx if trainer_name != "FineTune" else trainer.model.class_weights
+    assert learned.dtype == torch.float32 and torch.isfinite(learned).all()
+    assert {p.dtype for p in trainer.model.backbone.parameters()} == {torch.float32}
+    if prec == "amp":  # the scaler ran: its scale is set (it starts lazily at the first scaled loss)
+        assert trainer.grad_scaler.get_scale() > 1
+
+
+def test_a_precision_the_device_cannot_train_in_is_one_line(monkeypatch):
+    from configs.defaults import get_cfg
+    from common.errors import InputError
+    from trainers import base
+
+    base.precision_problem.cache_clear()
+    real_sgd = torch.optim.SGD
+
+    def half_refusing_sgd(params, **kwargs):  # a device whose fp16 kernels are missing, as older CPU builds
+        params = list(params)
+        if any(p.dtype == torch.float16 for p in params):
+            raise RuntimeError('"sgd_kernel" not implemented for \'Half\'')
+        return real_sgd(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "SGD", half_refusing_sgd)
+    cfg = get_cfg()
+    cfg.merge_from_list(["TRAINER.PREC", "fp16", "USE_CUDA", False])
+    try:
+        with pytest.raises(InputError) as error:
+            base.check_precision(cfg)
+    finally:
+        base.precision_problem.cache_clear()
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("TRAINER.PREC fp16 cannot train on this cpu")
+    assert "choose from fp32, amp, amp_bf16" in message
+
+
+def test_the_old_precision_keys_name_the_new_one(tmp_path, capsys):
+    old = tmp_path / "old.yaml"
+    old.write_text("TRAINER:\n  FINETUNE:\n    PREC: fp16\n")
+    assert train_cli.run(["--config-file", str(old)]) == 2
+    assert capsys.readouterr().out.strip().endswith("TRAINER.FINETUNE.PREC is now TRAINER.PREC; set TRAINER.PREC "
+                                                    "there instead")
+    assert train_cli.run(["TRAINER.COOP.PREC", "fp16"]) == 2
+    assert capsys.readouterr().out.strip() == "error: TRAINER.COOP.PREC is now TRAINER.PREC; set TRAINER.PREC instead"
+
+
+# ---- TRAINER.BAPLE.INIT: a bare context tensor file, as the reference code releases them -------------------------
+@pytest.mark.parametrize("csc", [False, True])
+def test_baple_starts_from_a_bare_fp16_context_tensor_file(standins, synthetic_root, tmp_path, csc):
+    probe = build(run_cfg("BAPLe", synthetic_root, tmp_path / "probe", standins["biomedclip"],
+                          **{"TRAINER.COOP.CSC": csc}))
+    shape = tuple(probe.prompt_learner.ctx.shape)
+    assert shape == ((2, 4, probe.model.backbone.ctx_dim) if csc else (4, probe.model.backbone.ctx_dim))
+    ctx = torch.randn(shape, generator=torch.Generator().manual_seed(3)).half()
+    path = tmp_path / "ctx_biomedclip_covid_s1.pt"
+    torch.save(ctx, path)
+    baple = build(run_cfg("BAPLe", synthetic_root, tmp_path / "baple", standins["biomedclip"],
+                          **{"TRAINER.COOP.CSC": csc, "TRAINER.BAPLE.INIT": str(path)}))
+    assert baple.prompt_learner.ctx.dtype == torch.float32
+    assert torch.equal(baple.prompt_learner.ctx, ctx.float())
+
+
+def test_a_context_tensor_file_of_the_wrong_shape_is_one_line(standins, synthetic_root, tmp_path, capsys):
+    path = tmp_path / "ctx_clip_kather_s1.pt"
+    torch.save(torch.zeros(16, 512, dtype=torch.float16), path)
+    code = train_cli.run([
+        "--root", synthetic_root, "--trainer", "BAPLe", "--dataset-config-file", "configs/datasets/covid.yaml",
+        "--config-file", "configs/trainers/BAPLe.yaml", "--backbone", "biomedclip", "--output-dir", str(tmp_path / "run"),
+        "--init", str(path), "MODEL.BACKBONE.WEIGHTS", standins["biomedclip"], "USE_CUDA", "False",
+        "DATASET.NUM_SHOTS", "8", "DATALOADER.NUM_WORKERS", "0", "TRAINER.COOP.N_CTX", "4"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert code == 2
+    assert last.startswith(f"error: TRAINER.BAPLE.INIT (--init) {path} holds a context of shape (16, 512), this run "
+                           "needs (4, ")
+
+
+# ---- BACKDOOR.POISON_DRAW bernoulli --------------------------------------------------------------------------------
+def test_bernoulli_poisoning_varies_with_the_seed_and_is_reproducible():
+    labels = np.repeat(np.arange(9), 32)  # Kather's 288 few-shot samples
+    plans = [plan_poisoning(labels, 0, 5, seed=seed, draw="bernoulli") for seed in range(1, 9)]
+    counts = [len(p.poisoned) for p in plans]
+    assert len(set(counts)) > 1 and all(0 < c < 40 for c in counts)  # around 5 % of 288 = 14.4
+    assert abs(np.mean(counts) - 14.4) < 6
+    assert plans[0].poisoned == plan_poisoning(labels, 0, 5, seed=1, draw="bernoulli").poisoned
+    assert plans[0].poisoned == sorted(set(plans[0].poisoned))
+    avoiding = plan_poisoning(labels, 0, 50, non_target_only=True, seed=1, draw="bernoulli")
+    assert avoiding.poisoned and all(labels[i] != 0 for i in avoiding.poisoned)
+
+
+def test_a_bernoulli_run_records_the_drawn_samples(standins, synthetic_root, tmp_path):
+    counts = set()
+    for seed in (1, 2, 3):
+        cfg = run_cfg("CoOp", synthetic_root, tmp_path / str(seed), standins["biomedclip"],
+                      **{"SEED": seed, "BACKDOOR.ATTACK": "badnets", "BACKDOOR.POISON_DRAW": "bernoulli",
+                         "BACKDOOR.POISON_PERCENTAGE": 40.0, "OPTIM.MAX_EPOCH": 1})
+        trainer = train(cfg)
+        poison = read_results(tmp_path / str(seed))["poison"]
+        assert poison["count"] == len(poison["indices"]) == int(trainer.poison_mask.sum())
+        assert poison["indices"] == torch.nonzero(trainer.poison_mask).flatten().tolist()
+        assert poison["indices"] == build(cfg).poison_plan.poisoned
+        counts.add(poison["count"])
+    assert len(counts) > 1
+
+
+def test_bernoulli_poisoning_refuses_an_exact_count(standins, synthetic_root, tmp_path):
+    from common.errors import InputError
+
+    cfg = run_cfg("BAPLe", synthetic_root, tmp_path, standins["biomedclip"],
+                  **{"BACKDOOR.POISON_DRAW": "bernoulli", "BACKDOOR.POISON_COUNT": 2})
+    with pytest.raises(InputError, match="BACKDOOR.POISON_COUNT 2 is an exact count"):
+        build(cfg)
+
+
+# ---- --profile reference -----------------------------------------------------------------------------------------
+def _profile_values(name="reference"):
+    from scripts.fidelity import profile_values
+    return profile_values(name)
+
+
+def test_the_reference_profile_sets_every_key_it_holds_away_from_the_default():
+    from configs.defaults import get_cfg
+    from scripts.fidelity import flatten, read_rows
+
+    args = train_cli.build_parser().parse_args([
+        "--dataset-config-file", "configs/datasets/kather.yaml", "--config-file", "configs/trainers/BAPLe.yaml", "--backbone", "plip",
+        "--profile", "reference"])
+    merged = flatten(yaml_of(train_cli.setup_cfg(args)))
+    defaults = flatten(yaml_of(get_cfg()))
+    profile = _profile_values()
+    assert {"TRAINER.PREC", "BACKDOOR.ORDER", "BACKDOOR.NOISE_GRAD", "BACKDOOR.NOISE_INIT", "BACKDOOR.POISON_DRAW",
+            "DATASET.FEWSHOT_SAMPLER"} <= set(profile)
+    for key, value in profile.items():
+        assert merged[key] == value and merged[key] != defaults[key], key
+    # docs/FIDELITY.md's rows document exactly the profile's keys, each once
+    row_keys = [key for row in read_rows("reference") for key in row.get("keys", [])]
+    assert sorted(row_keys) == sorted(profile)
+
+
+def yaml_of(cfg):
+    import yaml
+    return yaml.safe_load(cfg.dump())
+
+
+def test_overrides_win_over_the_profile_and_an_unknown_profile_is_one_line(capsys):
+    args = train_cli.build_parser().parse_args(["--profile", "reference", "TRAINER.PREC", "amp"])
+    assert train_cli.setup_cfg(args).TRAINER.PREC == "amp"
+    assert train_cli.run(["--profile", "paper"]) == 2
+    assert capsys.readouterr().out.strip() == ("error: Unknown profile 'paper' (--profile); choose from: reference "
+                                               "(configs/profiles/NAME.yaml)")
+
+
+def test_a_baple_run_with_the_reference_profile_finishes(standins, synthetic_root, tmp_path):
+    from trainers.base import precision_problem
+
+    overrides = ["BACKDOOR.POISON_PERCENTAGE", "25"]  # 16 samples at 5 % may draw none
+    if precision_problem("fp16", "cpu") is not None:  # the profile's fp16 where this CPU can train it, else fp32
+        import warnings
+        warnings.warn(f"this CPU cannot train in fp16 ({precision_problem('fp16', 'cpu')}): the profile runs in fp32")
+        overrides += ["TRAINER.PREC", "fp32"]
+    code = train_cli.run([
+        "--root", synthetic_root, "--trainer", "BAPLe", "--seed", "1", "--profile", "reference",
+        "--dataset-config-file", "configs/datasets/covid.yaml", "--config-file", "configs/trainers/BAPLe.yaml", "--backbone", "biomedclip",
+        "--output-dir", str(tmp_path), "MODEL.BACKBONE.WEIGHTS", standins["biomedclip"], "USE_CUDA", "False",
+        "DATASET.NUM_SHOTS", "8", "OPTIM.MAX_EPOCH", "2", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE",
+        "8", "TRAINER.COOP.N_CTX", "4", *overrides])
+    assert code == 0
+    results = read_results(tmp_path)
+    config = results["config"]
+    assert config["BACKDOOR"]["ORDER"] == "patch_then_noise" and config["DATASET"]["FEWSHOT_SAMPLER"] == "dassl"
+    assert results["poison"]["count"] == len(results["poison"]["indices"]) > 0
+    assert 0 <= results["backdoor"]["accuracy"] <= 1
+
+
+def test_a_config_stored_before_the_precision_rename_reopens_in_its_precision():
+    from configs.defaults import get_cfg, upgraded
+    from yacs.config import CfgNode
+
+    stored = yaml_of(get_cfg())
+    stored["TRAINER"].pop("PREC")
+    stored["TRAINER"].update(NAME="BAPLe", FINETUNE={"PREC": "fp32"})
+    stored["TRAINER"]["COOP"]["PREC"] = "bf16"  # the old bf16 autocast
+    cfg = get_cfg()
+    cfg.merge_from_other_cfg(CfgNode(upgraded(stored)))
+    assert cfg.TRAINER.PREC == "amp_bf16" and "PREC" not in stored["TRAINER"]
+    stored["TRAINER"].update(NAME="FineTune", FINETUNE={"PREC": "fp16"})  # its fp16 was autocast with a scaler
+    assert upgraded(stored)["TRAINER"]["PREC"] == "amp"
+
+
+def test_a_context_tensor_file_of_another_width_is_one_line_once_the_backbone_is_known(standins, synthetic_root,
+                                                                                       tmp_path):
+    from common.errors import InputError
+
+    path = tmp_path / "ctx.pt"
+    torch.save(torch.zeros(4, 7, dtype=torch.float16), path)  # N_CTX right, width D not the backbone's
+    cfg = run_cfg("BAPLe", synthetic_root, tmp_path / "run", standins["biomedclip"], **{"TRAINER.BAPLE.INIT": str(path)})
+    with pytest.raises(InputError) as error:
+        build(cfg)
+    assert f"{path} holds a context of shape (4, 7), this run needs (4, " in str(error.value)
+    assert "\n" not in str(error.value)

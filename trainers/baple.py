@@ -14,7 +14,11 @@ to the input; the clean rows pass the frozen image tower without a gradient grap
 Options reproducing the reference code where it differs from the paper:
 ``BACKDOOR.ORDER patch_then_noise`` (patch first, then noise), ``BACKDOOR.NOISE_GRAD accumulate``
 (delta's gradient never cleared, so each step uses the sum of all past gradients),
-``BACKDOOR.NOISE_INIT reference`` (uniform [0, 1], clipped at the first update).
+``BACKDOOR.NOISE_INIT reference`` (uniform [0, 1], clipped at the first update), ``TRAINER.PREC fp16``
+(CoOp's: the model, the context and delta in half precision), ``BACKDOOR.POISON_DRAW bernoulli`` and
+``DATASET.FEWSHOT_SAMPLER dassl``; ``--profile reference`` sets them all (docs/FIDELITY.md). Under
+``TRAINER.PREC amp`` delta steps by the sign of the scaled gradient (the same sign), and skips a step whose
+gradient overflowed, as the scaler skips the optimiser's.
 """
 import os.path as osp
 
@@ -35,17 +39,27 @@ NOISE_GRADS = ("per_step", "accumulate")
 
 
 def load_context(path):
-    """The context vectors of a CoOp run folder (latest checkpoint) or checkpoint file."""
+    """The context vectors of a CoOp run folder (latest checkpoint), a CoOp checkpoint file, or a bare
+    context tensor file such as the reference code's released ``ctx_<model>_<dataset>_s<seed>.pt``
+    (an fp16 [N_CTX, D] tensor; [C, N_CTX, D] for class-specific context)."""
     if osp.isdir(path):
         checkpoint = latest_checkpoint(osp.join(path, "prompt_learner"))
         if checkpoint is None:
             raise InputError(f"No prompt_learner checkpoint under {path}; TRAINER.BAPLE.INIT (--init) must be a "
-                             "finished CoOp run folder or a checkpoint file")
+                             "finished CoOp run folder, a checkpoint file or a context tensor file")
         path = checkpoint
-    state = load_checkpoint(path)["state_dict"]
-    if "ctx" not in state:
-        raise InputError(f"{path} holds no context vectors ('ctx'); --init must point at a CoOp checkpoint")
-    return state["ctx"]
+    loaded = load_checkpoint(path)
+    if isinstance(loaded, torch.Tensor):
+        return loaded
+    if not isinstance(loaded, dict) or "ctx" not in loaded.get("state_dict", {}):
+        raise InputError(f"{path} holds no context vectors ('ctx'); --init must point at a CoOp run or checkpoint, "
+                         "or a bare [N_CTX, D] context tensor file")
+    return loaded["state_dict"]["ctx"]
+
+
+def context_shape_error(init, shape, needed):
+    return InputError(f"TRAINER.BAPLE.INIT (--init) {init} holds a context of shape {tuple(shape)}, this run needs "
+                      f"{needed}; use a context with the same backbone, dataset, TRAINER.COOP.N_CTX and TRAINER.COOP.CSC")
 
 
 @register_trainer
@@ -74,8 +88,15 @@ class BAPLe(CoOp):
                              "[0, 1] pixel units (paper: 0.01)")
         init = cfg.TRAINER.BAPLE.INIT
         if init and not osp.exists(init):
-            raise InputError(f"TRAINER.BAPLE.INIT (--init) {init} does not exist; give a finished CoOp run folder "
-                             "or checkpoint file, or leave it empty to start from a random context")
+            raise InputError(f"TRAINER.BAPLE.INIT (--init) {init} does not exist; give a finished CoOp run folder, "
+                             "checkpoint file or context tensor file, or leave it empty to start from a random "
+                             "context")
+        coop = cfg.TRAINER.COOP
+        if init and not coop.CTX_INIT:  # the width D is the backbone's, checked once it is built
+            ctx = load_context(init)
+            needs = ("C",) * coop.CSC + (coop.N_CTX, "D")
+            if ctx.dim() != len(needs) or ctx.shape[-2] != coop.N_CTX:
+                raise context_shape_error(init, ctx.shape, "(" + ", ".join(map(str, needs)) + ")")
 
     @staticmethod
     def build_trigger(cfg, image_size):
@@ -91,14 +112,13 @@ class BAPLe(CoOp):
 
     def build_model(self):
         super().build_model()
+        self.trigger.noise.to(self.trainable_dtype())  # half under TRAINER.PREC fp16, as the reference's noise
         self.register_model("trigger", self.trigger, None, None)
         init = self.cfg.TRAINER.BAPLE.INIT
         if init:
             ctx = load_context(init)
             if ctx.shape != self.prompt_learner.ctx.shape:
-                raise InputError(f"Context in {init} has shape {tuple(ctx.shape)}, this run needs "
-                                 f"{tuple(self.prompt_learner.ctx.shape)}; use a CoOp run with the same backbone, "
-                                 "dataset and TRAINER.COOP settings")
+                raise context_shape_error(init, ctx.shape, str(tuple(self.prompt_learner.ctx.shape)))
             with torch.no_grad():
                 self.prompt_learner.ctx.copy_(ctx)
             print(f"Context initialised from {init}")

@@ -8,6 +8,7 @@
   evaluates clean and triggered test images in one pass and writes ``OUTPUT_DIR/results.json``;
   every ``TEST.EVAL_FREQ`` epochs and at the end it logs CA, BA, ASR and the trigger to TensorBoard.
 """
+import functools
 import os
 import os.path as osp
 import time
@@ -30,15 +31,19 @@ from datasets.wrapper import ImageDataset
 from .attacks import build_attack
 from .display import delta_picture, trigger_views
 from .metrics import backdoor_metrics, clean_metrics
-from .poisoning import PoisonPlan, check_target_class, plan_from_cfg
+from .poisoning import POISON_DRAWS, PoisonPlan, check_target_class, plan_from_cfg
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# TRAINER.PREC, CoOp's meanings: fp16 casts the whole model (backbone, context, trainable trigger) to half
+# precision; amp runs fp16 autocast with a gradient scaler; fp32 neither. amp_bf16: bf16 autocast, no scaler.
+PRECISIONS = ("fp32", "fp16", "amp", "amp_bf16")
+AUTOCAST_DTYPES = {"amp": torch.float16, "amp_bf16": torch.bfloat16}
 
 # Groups of the keys under BACKDOOR and TRAINER.<node> that trainers read (a key or a node's prefix), for
 # ``BackdoorTrainer.CFG_KEYS``. Reading BACKDOOR.ATTACK means reading the attacks' own nodes too
 # (BACKDOOR.<ATTACK>, see trainers/attacks).
 EVAL_KEYS = ("BACKDOOR.TARGET_CLASS", "BACKDOOR.EVAL_TRIGGER")
-POISON_KEYS = ("BACKDOOR.POISON_PERCENTAGE", "BACKDOOR.POISON_COUNT", "BACKDOOR.POISON_NON_TARGET_ONLY")
+POISON_KEYS = ("BACKDOOR.POISON_PERCENTAGE", "BACKDOOR.POISON_COUNT", "BACKDOOR.POISON_NON_TARGET_ONLY",
+               "BACKDOOR.POISON_DRAW")
 
 
 class CLIPClassifier(nn.Module):
@@ -106,12 +111,15 @@ class BackdoorTrainer(TrainerX):
         self._other_run_trigger = None  # BACKDOOR.EVAL_TRIGGER's trigger, loaded on first use
         self.evaluations = []  # (epochs done, Evaluation) of every test-set evaluation during train() and test()
         super().__init__(cfg)
+        # amp: scale the loss so small fp16 gradients do not flush to zero; otherwise a pass-through.
+        self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision() == "amp")
 
     # ---- hooks for subclasses -------------------------------------------------------------
     @classmethod
     def check_cfg(cls, cfg):
         """Checks of the config alone (no data, no model); ``train.py`` calls them before anything is
         built (``trainers.validation``) and the engine again when the trainer is constructed."""
+        check_precision(cfg)
         b = cfg.BACKDOOR
         if not 0 <= b.POISON_PERCENTAGE <= 100:
             raise InputError(f"BACKDOOR.POISON_PERCENTAGE {b.POISON_PERCENTAGE} is outside [0, 100]; give the "
@@ -119,6 +127,11 @@ class BackdoorTrainer(TrainerX):
         if b.POISON_COUNT < -1:
             raise InputError(f"BACKDOOR.POISON_COUNT {b.POISON_COUNT} is not a count; set it to 0 or more, or to -1 "
                              "to use BACKDOOR.POISON_PERCENTAGE")
+        if b.POISON_DRAW not in POISON_DRAWS:
+            raise InputError(f"BACKDOOR.POISON_DRAW {b.POISON_DRAW!r} is unknown; choose from {', '.join(POISON_DRAWS)}")
+        if b.POISON_DRAW == "bernoulli" and b.POISON_COUNT >= 0:
+            raise InputError(f"BACKDOOR.POISON_COUNT {b.POISON_COUNT} is an exact count, which BACKDOOR.POISON_DRAW "
+                             "bernoulli does not draw; set POISON_COUNT -1 or POISON_DRAW exact")
         if b.TARGET_CLASS < 0:
             raise InputError(f"BACKDOOR.TARGET_CLASS {b.TARGET_CLASS} is negative; choose a class index from 0")
         if b.EVAL_TRIGGER:
@@ -186,14 +199,32 @@ class BackdoorTrainer(TrainerX):
     def build_backbone(self):
         backbone = build_backbone(self.cfg.MODEL.BACKBONE.NAME, self.cfg.MODEL.BACKBONE.WEIGHTS)
         check_input_size(self.cfg, backbone.name, backbone.image_size)
-        return backbone.to(self.device)
+        return backbone.to(self.device, self.backbone_dtype())
 
     def autocast(self, prec):
-        dtype = PRECISIONS[prec]
+        dtype = AUTOCAST_DTYPES.get(prec)
         return nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
 
     def precision(self):
-        return "fp32"
+        return self.cfg.TRAINER.PREC
+
+    def trainable_dtype(self):
+        """The dtype of what the run learns (context, class vectors, trigger noise): half only under fp16."""
+        return torch.float16 if self.precision() == "fp16" else torch.float32
+
+    def backbone_dtype(self):
+        """The dtype the backbone's weights are cast to once, when built."""
+        return self.trainable_dtype()
+
+    def model_backward(self, loss):
+        self.detect_anomaly(loss)
+        self.grad_scaler.scale(loss).backward()
+
+    def model_update(self, names=None):
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self.grad_scaler.step(self._optims[name])
+        self.grad_scaler.update()
 
     def trainable_parameters(self):
         seen, total = set(), 0
@@ -352,6 +383,42 @@ def register_trainer(cls):
         print(f"TRAINER_REGISTRY already holds another {cls.__name__}; the project's is registered as {name}")
     cls.registry_name = name
     return register_as(TRAINER_REGISTRY, name)(cls)
+def run_device(cfg):
+    """The device a run of ``cfg`` trains on, chosen as Dassl chooses it."""
+    return torch.device("cuda" if torch.cuda.is_available() and cfg.USE_CUDA else "cpu")
+
+
+@functools.lru_cache(maxsize=None)
+def precision_problem(prec, device_type):
+    """Why ``prec`` cannot train on ``device_type`` (a one-step probe of what a run does: a linear
+    layer, GELU and LayerNorm forward and backward, then an SGD step), or None when it can."""
+    try:
+        device = torch.device(device_type)
+        dtype = torch.float16 if prec == "fp16" else torch.float32
+        layer = nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.LayerNorm(8)).to(device, dtype)
+        scaler = torch.amp.GradScaler(device_type, enabled=prec == "amp")
+        optim = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
+        with torch.autocast(device_type, dtype=AUTOCAST_DTYPES[prec]) if prec in AUTOCAST_DTYPES else nullcontext():
+            loss = layer(torch.ones(2, 8, device=device, dtype=dtype)).float().square().mean()
+        scaler.scale(loss).backward()
+        scaler.step(optim)
+        scaler.update()
+    except (RuntimeError, NotImplementedError, TypeError, ValueError) as e:
+        return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return None
+
+
+def check_precision(cfg):
+    """``TRAINER.PREC`` is a known precision that this run's device can train in."""
+    prec = cfg.TRAINER.PREC
+    if prec not in PRECISIONS:
+        raise InputError(f"TRAINER.PREC {prec!r} is unknown; choose from {', '.join(PRECISIONS)}")
+    device_type = run_device(cfg).type
+    problem = precision_problem(prec, device_type)
+    if problem is not None:
+        runnable = [p for p in PRECISIONS if precision_problem(p, device_type) is None]
+        raise InputError(f"TRAINER.PREC {prec} cannot train on this {device_type} ({problem}); choose from "
+                         f"{', '.join(runnable)}, or run on a device that supports it")
 
 
 def check_input_size(cfg, backbone_name, image_size):

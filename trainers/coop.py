@@ -12,7 +12,7 @@ from common.errors import InputError
 from dassl_compat import build_lr_scheduler, build_optimizer, compute_accuracy
 
 from .attacks import ATTACK_KEYS
-from .base import EVAL_KEYS, POISON_KEYS, PRECISIONS, BackdoorTrainer, CLIPClassifier, freeze, register_trainer
+from .base import EVAL_KEYS, POISON_KEYS, BackdoorTrainer, CLIPClassifier, freeze, register_trainer
 from .metrics import split_losses
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
@@ -23,7 +23,7 @@ class PromptLearner(nn.Module):
     """Class prompts ``[SOT] ctx_1 .. ctx_n <class name> . [EOT]`` with learnable ``ctx``, shared by
     all classes or class-specific (CSC), and the class name at the end, middle or front."""
 
-    def __init__(self, cfg, classnames, backbone):
+    def __init__(self, cfg, classnames, backbone, dtype=torch.float32):
         super().__init__()
         opts = cfg.TRAINER.COOP
         n_ctx, ctx_init = opts.N_CTX, opts.CTX_INIT.replace("_", " ").strip()
@@ -38,7 +38,7 @@ class PromptLearner(nn.Module):
             ctx = torch.empty((n_cls, n_ctx, backbone.ctx_dim) if opts.CSC else (n_ctx, backbone.ctx_dim))
             nn.init.normal_(ctx, std=0.02)
             prompt_prefix = " ".join([backbone.placeholder] * n_ctx)
-        self.ctx = nn.Parameter(ctx.float())
+        self.ctx = nn.Parameter(ctx.to(dtype))
         self.n_cls, self.n_ctx = n_cls, n_ctx
         self.class_token_position = opts.CLASS_TOKEN_POSITION
 
@@ -54,7 +54,7 @@ class PromptLearner(nn.Module):
             placeholder_id = backbone.tokenize([backbone.placeholder]).input_ids[0, 1]
             assert bool((tokens.input_ids[:, 1:1 + n_ctx] == placeholder_id).all()), "placeholder tokens misplaced"
         with torch.no_grad():
-            embedding = backbone.token_embedding(tokens.input_ids.to(device)).float()
+            embedding = backbone.token_embedding(tokens.input_ids.to(device)).to(dtype)
         # Fixed parts of the prompts, rebuilt from the backbone at construction: not saved.
         self.register_buffer("token_prefix", embedding[:, :1], persistent=False)
         self.register_buffer("token_suffix", embedding[:, 1 + n_ctx:], persistent=False)
@@ -105,26 +105,30 @@ class CoOp(BackdoorTrainer):
     def check_cfg(cls, cfg):
         super().check_cfg(cfg)
         opts = cfg.TRAINER.COOP
-        if opts.PREC not in PRECISIONS:
-            raise InputError(f"TRAINER.COOP.PREC {opts.PREC!r} is unknown; choose from {', '.join(PRECISIONS)}")
         if opts.CLASS_TOKEN_POSITION not in CLASS_TOKEN_POSITIONS:
             raise InputError(f"TRAINER.COOP.CLASS_TOKEN_POSITION {opts.CLASS_TOKEN_POSITION!r} is unknown; "
                              f"choose from {', '.join(CLASS_TOKEN_POSITIONS)}")
         if opts.BACKBONE_DTYPE not in BACKBONE_DTYPES:
             raise InputError(f"TRAINER.COOP.BACKBONE_DTYPE {opts.BACKBONE_DTYPE!r} is unknown; choose from "
                              f"{', '.join(BACKBONE_DTYPES)}")
+        if cfg.TRAINER.PREC == "fp16" and opts.BACKBONE_DTYPE != "fp32":
+            raise InputError(f"TRAINER.PREC fp16 casts the whole model to fp16, so TRAINER.COOP.BACKBONE_DTYPE "
+                             f"{opts.BACKBONE_DTYPE} cannot apply; set BACKBONE_DTYPE fp32 or choose another TRAINER.PREC")
         if opts.N_CTX < 1 and not opts.CTX_INIT:
             raise InputError(f"TRAINER.COOP.N_CTX {opts.N_CTX} must be at least 1 (or set TRAINER.COOP.CTX_INIT)")
 
-    def precision(self):
-        return self.cfg.TRAINER.COOP.PREC
+    def backbone_dtype(self):
+        if self.precision() == "fp16":
+            return super().backbone_dtype()
+        return BACKBONE_DTYPES[self.cfg.TRAINER.COOP.BACKBONE_DTYPE]
 
     def build_model(self):
         cfg = self.cfg
-        # Frozen, so its weights can be cast once rather than by autocast at every use.
-        backbone = freeze(self.build_backbone()).to(BACKBONE_DTYPES[cfg.TRAINER.COOP.BACKBONE_DTYPE])
+        # Frozen, so its weights are cast once (backbone_dtype) rather than by autocast at every use.
+        backbone = freeze(self.build_backbone())
         print(f"Building prompt learner on {backbone.name} ({len(self.dm.dataset.classnames)} classes)")
-        self.prompt_learner = PromptLearner(cfg, self.dm.dataset.classnames, backbone).to(self.device)
+        self.prompt_learner = PromptLearner(cfg, self.dm.dataset.classnames, backbone,
+                                           self.trainable_dtype()).to(self.device)
         self.model = PromptCLIP(backbone, self.prompt_learner)
         if self.trigger is not None:
             self.trigger.to(self.device)

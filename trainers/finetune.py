@@ -10,11 +10,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.errors import InputError
 from dassl_compat import build_lr_scheduler, build_optimizer, compute_accuracy
 
 from .attacks import ATTACK_KEYS
-from .base import EVAL_KEYS, POISON_KEYS, PRECISIONS, BackdoorTrainer, CLIPClassifier, freeze, register_trainer
+from .base import EVAL_KEYS, POISON_KEYS, BackdoorTrainer, CLIPClassifier, freeze, register_trainer
 from .metrics import split_losses
 from .prompts import class_prompts
 
@@ -24,7 +23,7 @@ class FineTunedCLIP(CLIPClassifier):
 
     def __init__(self, backbone, text_embeddings):
         super().__init__(backbone)
-        self.class_weights = nn.Parameter(F.normalize(text_embeddings.float(), dim=-1))
+        self.class_weights = nn.Parameter(F.normalize(text_embeddings, dim=-1))
 
     def class_embeddings(self):
         return F.normalize(self.class_weights, dim=-1)
@@ -34,17 +33,7 @@ class FineTunedCLIP(CLIPClassifier):
 class FineTune(BackdoorTrainer):
     """Full fine-tuning of the image encoder on the (optionally poisoned) few-shot set."""
 
-    CFG_KEYS = EVAL_KEYS + POISON_KEYS + ATTACK_KEYS + ("TRAINER.FINETUNE",)
-
-    @classmethod
-    def check_cfg(cls, cfg):
-        super().check_cfg(cfg)
-        prec = cfg.TRAINER.FINETUNE.PREC
-        if prec not in PRECISIONS:
-            raise InputError(f"TRAINER.FINETUNE.PREC {prec!r} is unknown; choose from {', '.join(PRECISIONS)}")
-
-    def precision(self):
-        return self.cfg.TRAINER.FINETUNE.PREC
+    CFG_KEYS = EVAL_KEYS + POISON_KEYS + ATTACK_KEYS
 
     def build_model(self):
         backbone = freeze(self.build_backbone())
@@ -55,7 +44,7 @@ class FineTune(BackdoorTrainer):
         image_params = list(backbone.image_encoder_parameters())
         for p in image_params:
             p.requires_grad_(True)
-        self.model = FineTunedCLIP(backbone, text_embeddings).to(self.device)
+        self.model = FineTunedCLIP(backbone, text_embeddings.to(self.trainable_dtype())).to(self.device)
         if self.trigger is not None:
             self.trigger.to(self.device)
 
@@ -68,8 +57,6 @@ class FineTune(BackdoorTrainer):
         # Checkpoints hold what is trained (and buffers); the frozen weights come from the backbone.
         self.checkpoint_exclude_keys = tuple(
             name for name, p in self.model.named_parameters(remove_duplicate=False) if not p.requires_grad)
-        # fp16 autocast trains weights: scale the loss so small gradients do not flush to zero.
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision() == "fp16")
 
     def forward_backward(self, batch):
         images, labels, poisoned, cross = self.parse_batch_train(batch)
@@ -78,11 +65,7 @@ class FineTune(BackdoorTrainer):
         with self.autocast(self.precision()):
             logits = self.model(images).float()
         loss = F.cross_entropy(logits, labels)
-        self.model_zero_grad()
-        self.detect_anomaly(loss)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optim)
-        self.scaler.update()
+        self.model_backward_and_update(loss)  # through the gradient scaler under TRAINER.PREC amp
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return {"loss": loss.item(), "acc": compute_accuracy(logits, labels)[0].item(),

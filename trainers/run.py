@@ -98,12 +98,12 @@ class Run:
         return self._cfg.clone()
 
     def _load_cfg(self):
-        from configs.defaults import get_cfg
+        from configs.defaults import get_cfg, upgraded
 
         cfg = get_cfg()
         cfg.set_new_allowed(True)  # a config dumped by another engine or version may hold keys unknown here
         try:
-            cfg.merge_from_other_cfg(CfgNode(self.results["config"]))
+            cfg.merge_from_other_cfg(CfgNode(upgraded(self.results["config"])))
         except (KeyError, ValueError, TypeError) as e:
             raise InputError(f"The config stored in {osp.join(self.path, RESULTS)} does not fit today's "
                              f"defaults ({str(e).splitlines()[0]}); fix that key in its \"config\" section")

@@ -16,7 +16,7 @@ metadata are read:
 
 Before these, ``check_keys_read``: a key under ``BACKDOOR`` or ``TRAINER.<node>`` set away from its
 default that the chosen trainer does not read (its ``CFG_KEYS``), e.g. ``BACKDOOR.ATTACK`` with BAPLe
-(whose trigger is its own) or ``TRAINER.FINETUNE.*`` with CoOp, is refused rather than ignored.
+(whose trigger is its own) or ``TRAINER.COOP.*`` with FineTune, is refused rather than ignored.
 
 Each check is the function the trainer calls again while it builds, so a library user who calls
 ``build_trainer`` directly gets the same one-line errors, only later.

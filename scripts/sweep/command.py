@@ -30,6 +30,7 @@ def build_parser():
                               "or --set KEY=VALUE)")
     p.add_argument("--baple-init", choices=("clean-pl", "random"), default="clean-pl",
                    help="BAPLe's context: from the matching Clean_PL run (default, the paper's) or random")
+    p.add_argument("--profile", default="", help="train.py --profile for every run (configs/profiles/NAME.yaml)")
     p.add_argument("--config-dir", default=CONFIGS, help="folder with datasets/ and trainers/ config files")
     p.add_argument("--dry-run", action="store_true", help="print the runs and their commands, run nothing")
     p.add_argument("--executor", choices=("sequential", "local", "slurm"), default="sequential",

@@ -99,7 +99,7 @@ def plan(args, overrides, class_counts, keys_read_by):
                 variant = tuple(zip((k for k, _ in axes), values))
                 for target, seed in itertools.product(targets if method.targeted else [None], seeds):
                     runs.append(_run(method, dataset, backbone, target, seed, variant, out, data_root, config_dir,
-                                     fixed_for[method.trainer], args.baple_init))
+                                     fixed_for[method.trainer], args.baple_init, args.profile))
     return runs
 
 
@@ -130,7 +130,7 @@ def _folder(out, method, dataset, backbone, variant, target, seed):
     return osp.join(*parts, *([f"target{target}"] if target is not None else []), f"seed{seed}")
 
 
-def _run(method, dataset, backbone, target, seed, variant, out, data_root, config_dir, fixed, baple_init):
+def _run(method, dataset, backbone, target, seed, variant, out, data_root, config_dir, fixed, baple_init, profile):
     folder = _folder(out, method.name, dataset, backbone, variant, target, seed)
     needs = ""
     if method.name == "BAPLe" and baple_init == "clean-pl":
@@ -138,7 +138,8 @@ def _run(method, dataset, backbone, target, seed, variant, out, data_root, confi
     argv = ["--root", data_root, "--trainer", method.trainer, "--backbone", backbone, "--seed", str(seed),
             "--dataset-config-file", osp.join(config_dir, "datasets", f"{dataset}.yaml"),
             "--config-file", osp.join(config_dir, "trainers", f"{method.trainer}.yaml"),
-            "--output-dir", folder, *(["--init", needs] if needs else []), *method.overrides,
+            "--output-dir", folder, *(["--profile", profile] if profile else []),
+            *(["--init", needs] if needs else []), *method.overrides,
             *(["BACKDOOR.TARGET_CLASS", str(target)] if target is not None else []),
             *(item for kv in variant for item in kv), *fixed]
     return Run(method.name, dataset, backbone, target, seed, variant, folder, tuple(argv), needs)

@@ -164,6 +164,13 @@ def _text_file_named_png(ctx):
     _write(osp.join(ctx.tmp, "trigger.png"), b"not an image")
 
 
+def _reference_context_file(ctx):
+    """A context tensor file as the reference code releases them: bare fp16 [16, 512]."""
+    import torch
+
+    torch.save(torch.zeros(16, 512, dtype=torch.float16), osp.join(ctx.tmp, "ctx_clip_covid_s1.pt"))
+
+
 class TouchOnLoad:
     """Unpickling this object would create ``path``: it stands for any code a pickle can run."""
 
@@ -254,6 +261,10 @@ CASES = [
          prepare=_text_file_named_png),
     Case("baple-init-missing", "BAPLe context initialisation run missing",
          "TRAINER.BAPLE.INIT (--init) <tmp>/no-coop-run does not exist", flags=("--init", "{tmp}/no-coop-run")),
+    Case("baple-init-wrong-shape", "BAPLe context tensor file of another shape",
+         "TRAINER.BAPLE.INIT (--init) <tmp>/ctx_clip_covid_s1.pt holds a context of shape (16, 512), this run needs "
+         "(4, D)", flags=("--init", "{tmp}/ctx_clip_covid_s1.pt"), opts=("TRAINER.COOP.N_CTX", "4"),
+         prepare=_reference_context_file),
     # poisoning
     Case("poison-percentage-above-100", "poison percentage above 100",
          "BACKDOOR.POISON_PERCENTAGE 150.0 is outside [0, 100]", opts=("BACKDOOR.POISON_PERCENTAGE", "150")),
@@ -293,8 +304,18 @@ CASES = [
          flags=("--backbone", "resnet50")),
     Case("image-size-mismatch", "image size the backbone does not take",
          "INPUT.SIZE (336, 336) does not match clip's 224x224 input", opts=("INPUT.SIZE", "(336, 336)")),
-    Case("precision-unknown", "unknown precision", "TRAINER.COOP.PREC 'fp8' is unknown",
-         opts=("TRAINER.COOP.PREC", "fp8")),
+    Case("precision-unknown", "unknown precision", "TRAINER.PREC 'fp8' is unknown", opts=("TRAINER.PREC", "fp8")),
+    Case("precision-old-key", "the precision's old key", "TRAINER.COOP.PREC is now TRAINER.PREC",
+         opts=("TRAINER.COOP.PREC", "fp16")),
+    Case("profile-unknown", "unknown profile", "Unknown profile 'paper' (--profile); choose from: reference",
+         flags=("--profile", "paper")),
+    Case("poison-draw-unknown", "unknown poison draw", "BACKDOOR.POISON_DRAW 'binomial' is unknown",
+         opts=("BACKDOOR.POISON_DRAW", "binomial")),
+    Case("poison-draw-bernoulli-with-count", "an exact poison count under the per-sample draw",
+         "BACKDOOR.POISON_COUNT 2 is an exact count", opts=("BACKDOOR.POISON_DRAW", "bernoulli",
+                                                           "BACKDOOR.POISON_COUNT", "2")),
+    Case("fewshot-sampler-unknown", "unknown few-shot sampler", "DATASET.FEWSHOT_SAMPLER 'coop' is unknown",
+         opts=("DATASET.FEWSHOT_SAMPLER", "coop")),
     Case("class-token-position-unknown", "unknown class-token position",
          "TRAINER.COOP.CLASS_TOKEN_POSITION 'start' is unknown", opts=("TRAINER.COOP.CLASS_TOKEN_POSITION", "start")),
     Case("weights-not-downloaded", "weights neither in the hub cache nor reachable (offline)",
@@ -328,9 +349,10 @@ CASES = [
     Case("key-not-read-baple-init-with-coop", "a BAPLe key with CoOp",
          "TRAINER.BAPLE.INIT '<tmp>' is set but trainer CoOp does not read it", flags=COOP,
          opts=("TRAINER.BAPLE.INIT", "{tmp}")),
-    Case("key-not-read-finetune-with-coop", "a FineTune key with CoOp",
-         "TRAINER.FINETUNE.PREC 'bf16' is set but trainer CoOp does not read it", flags=COOP,
-         opts=("TRAINER.FINETUNE.PREC", "bf16")),
+    Case("key-not-read-coop-with-finetune", "a CoOp key with FineTune",
+         "TRAINER.COOP.N_CTX 4 is set but trainer FineTune does not read it",
+         flags=("--trainer", "FineTune", "--config-file", "configs/trainers/FineTune.yaml"),
+         opts=("TRAINER.COOP.N_CTX", "4")),
     Case("seed-not-a-number", "seed that is not a number", "argument --seed: invalid int value: 'one'",
          flags=("--seed", "one")),
     Case("output-dir-not-writable", "output folder that cannot be created",

@@ -33,8 +33,9 @@ class LearnableNoise(Trigger):
 
     @torch.no_grad()
     def signed_step(self, step_size):
-        """delta <- clip(delta - step_size * sign(grad), -eps, eps); no-op without a gradient."""
-        if self.delta.grad is None:
+        """delta <- clip(delta - step_size * sign(grad), -eps, eps); no-op without a gradient, or with a
+        non-finite one (an fp16 overflow: under TRAINER.PREC amp the scaler skips that step too)."""
+        if self.delta.grad is None or not torch.isfinite(self.delta.grad).all():
             return
         self.delta.sub_(step_size * self.delta.grad.sign()).clamp_(-self.eps, self.eps)
 
