@@ -48,6 +48,12 @@ def extend_cfg(cfg):
     cfg.BACKDOOR.PATCH_IMAGE = ""  # image file for PATCH_TYPE image-patch
     cfg.BACKDOOR.POSITION = "bottom-left"  # {top,center,bottom}-{left,center,right}, as in the reference code
     cfg.BACKDOOR.TRIGGER_SIZE = 24
+    # The text's look (trainers/attacks/patch.py). Reference code: placement reference, mask binary and its
+    # shipped script font (Arizonia Regular) as PATCH_FONT; "" is Pillow's built-in scalable font.
+    cfg.BACKDOOR.PATCH_PLACEMENT = "flush"  # flush (touching the chosen edges) or reference (15 px in)
+    cfg.BACKDOOR.PATCH_MASK = "blend"  # blend (anti-aliased edge) or binary (every touched pixel takes the colour)
+    cfg.BACKDOOR.PATCH_COLOR = "#77ab59"  # the text colour, the reference's green
+    cfg.BACKDOOR.PATCH_FONT = ""  # a TrueType font file for the text; "": Pillow's built-in font
 
     cfg.BACKDOOR.BADNETS = CN()
     cfg.BACKDOOR.BADNETS.PATTERN = "checkerboard"

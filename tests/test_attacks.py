@@ -1,12 +1,15 @@
-"""The baseline attacks' mathematics on small tensors: BadNets, WaNet, FIBA."""
+"""The attacks' mathematics on small tensors: BAPLe's visible patch, BadNets, WaNet, FIBA."""
+import os
+
+import matplotlib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from configs.defaults import get_cfg
 from configs.errors import InputError
-from trainers.attacks import available_attacks, build_attack
+from trainers.attacks import POSITIONS, available_attacks, build_attack, build_baple_patch
 from trainers.attacks.fiba import centred_spectrum, default_trigger_image, low_frequency_mask
 from trainers.attacks.wanet import warp_field
 
@@ -35,6 +38,93 @@ def test_registry_lists_the_baselines():
     cfg.BACKDOOR.ATTACK = "blend"
     with pytest.raises(InputError, match="Unknown BACKDOOR.ATTACK 'blend'"):
         build_attack(cfg, SIZE)
+
+
+# ---- BAPLe's visible patch ----------------------------------------------------------------------
+# A TrueType file every install has (matplotlib is a dependency), and not Pillow's built-in font.
+DEJAVU = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
+
+
+def baple_patch(image_size=224, **keys):
+    """BAPLe's patch with BACKDOOR.<KEY> overrides."""
+    cfg = get_cfg()
+    cfg.SEED = 1
+    for key, value in keys.items():
+        cfg.BACKDOOR[key] = value
+    return build_baple_patch(cfg, image_size)
+
+
+def rendering(font, origin, image_size=224, text="Lab"):
+    """[H, W] bool: the pixels ``font``'s own rendering of ``text`` at ``origin`` touches."""
+    canvas = Image.new("L", (image_size, image_size), 0)
+    ImageDraw.Draw(canvas).text(origin, text, font=font, fill=255)
+    return torch.from_numpy(np.asarray(canvas) > 0)
+
+
+REFERENCE = dict(PATCH_PLACEMENT="reference", PATCH_MASK="binary", PATCH_FONT=DEJAVU)
+
+
+# The reference's rule for a 24 px text on 224 px images: 15 from the left/top, 224 - 24 - 15 = 185 from
+# the right/bottom, 224 / 2 - 12 = 100 when centred.
+@pytest.mark.parametrize("position, origin", [
+    ("top-left", (15, 15)), ("top-center", (100, 15)), ("top-right", (185, 15)),
+    ("center-left", (15, 100)), ("center-center", (100, 100)), ("center-right", (185, 100)),
+    ("bottom-left", (15, 185)), ("bottom-center", (100, 185)), ("bottom-right", (185, 185))])
+def test_reference_text_is_the_fonts_rendering_at_the_reference_origin(position, origin):
+    assert len(POSITIONS) == 9
+    patch = baple_patch(POSITION=position, **REFERENCE)
+    footprint = patch.mask[0] > 0
+    expected = rendering(ImageFont.truetype(DEJAVU, 24), origin)
+    assert expected.sum() > 50 and torch.equal(footprint, expected)
+    # Not Pillow's built-in font's footprint: the file is what is drawn.
+    assert not torch.equal(footprint, rendering(ImageFont.load_default(size=24), origin))
+
+
+def test_binary_mask_replaces_every_touched_pixel_by_the_colour():
+    patch = baple_patch(PATCH_COLOR="#ff8000", **REFERENCE)
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    y = patch(x)
+    footprint = patch.mask[0] > 0
+    assert set(patch.mask.unique().tolist()) == {0.0, 1.0}
+    colour = torch.tensor([1.0, 128 / 255, 0.0])
+    assert torch.equal(y[..., footprint], colour.view(1, 3, 1).expand(2, 3, int(footprint.sum())))
+    assert torch.equal(y[..., ~footprint], x[..., ~footprint])
+    # The blend mask draws the same pixels, the anti-aliased edge mixed with the image.
+    blend = baple_patch(PATCH_COLOR="#ff8000", **{**REFERENCE, "PATCH_MASK": "blend"})
+    assert torch.equal(blend.mask[0] > 0, footprint)
+    edge = (blend.mask[0] > 0) & (blend.mask[0] < 1)
+    assert edge.any() and not torch.equal(blend(x)[..., edge], y[..., edge])
+
+
+def test_flush_placement_puts_the_text_box_against_the_edges():
+    # The project's default placement and mask: Pillow's bounding box of the text touches the edges.
+    patch = baple_patch(POSITION="bottom-right", PATCH_FONT=DEJAVU)
+    font = ImageFont.truetype(DEJAVU, 24)
+    left, top, right, bottom = font.getbbox("Lab")
+    assert torch.equal(patch.mask[0] > 0, rendering(font, (224 - right, 224 - bottom)))
+    assert (patch.mask[0, -1] > 0).any()  # the ink reaches the bottom row
+    assert ((patch.mask[0] > 0) & (patch.mask[0] < 1)).any()  # blended edge
+
+
+def test_reference_placement_applies_to_square_patches():
+    patch = baple_patch(PATCH_TYPE="random-patch", POSITION="bottom-right", PATCH_PLACEMENT="reference")
+    inside = torch.zeros(224, 224, dtype=torch.bool)
+    inside[185:209, 185:209] = True
+    assert torch.equal(patch.mask[0] > 0, inside)
+
+
+@pytest.mark.parametrize("keys, message", [
+    (dict(PATCH_FONT="/no/such/font.ttf"), "BACKDOOR.PATCH_FONT '/no/such/font.ttf': font file does not exist"),
+    (dict(PATCH_FONT=__file__), "font file cannot be read"),
+    (dict(PATCH_COLOR="greenish"), "BACKDOOR.PATCH_COLOR 'greenish' is not a colour"),
+    (dict(PATCH_PLACEMENT="inset"), "BACKDOOR.PATCH_PLACEMENT 'inset' is unknown; choose from flush, reference"),
+    (dict(PATCH_MASK="soft"), "BACKDOOR.PATCH_MASK 'soft' is unknown; choose from blend, binary"),
+    (dict(PATCH_PLACEMENT="reference", TRIGGER_SIZE=200), "15 px from the edges"),
+])
+def test_bad_text_settings_are_one_line_input_errors(keys, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
+        baple_patch(**keys)
+    assert "\n" not in str(error.value)
 
 
 # ---- BadNets --------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from configs.errors import InputError
 from dassl_compat import TRAINER_REGISTRY, compute_accuracy
 from dassl_compat.checkpoint import latest_checkpoint, load_checkpoint
 
-from .attacks import LearnableNoise, Trigger, build_patch
+from .attacks import LearnableNoise, Trigger, build_baple_patch
 from .attacks.noise import NOISE_INITS
 from .coop import CoOp, split_losses
 
@@ -88,8 +88,7 @@ class BAPLe(CoOp):
         b = cfg.BACKDOOR
         seed = max(cfg.SEED, 0)
         noise = LearnableNoise(image_size, b.NOISE_EPS / 255.0, b.NOISE_INIT, seed=seed)
-        patch = build_patch(b.PATCH_TYPE, b.TRIGGER_SIZE, b.POSITION, image_size, seed=seed, text=b.PATCH_TEXT,
-                            image_path=b.PATCH_IMAGE)
+        patch = build_baple_patch(cfg, image_size)
         return NoisePatchTrigger(noise, patch, b.ORDER)
 
     def attack_name(self):

@@ -6,7 +6,7 @@ from configs.errors import InputError
 from .base import POSITIONS, Trigger
 from .fiba import FrequencyTrigger, build_fiba
 from .noise import LearnableNoise
-from .patch import PatchTrigger, build_badnets, build_patch
+from .patch import PatchTrigger, build_badnets, build_baple_patch, build_patch
 from .wanet import WarpTrigger, build_wanet
 
 _BUILDERS = {}
@@ -42,4 +42,4 @@ register_attack("wanet")(build_wanet)
 register_attack("fiba")(build_fiba)
 
 __all__ = ["POSITIONS", "FrequencyTrigger", "LearnableNoise", "PatchTrigger", "Trigger", "WarpTrigger",
-           "available_attacks", "build_attack", "build_patch", "register_attack"]
+           "available_attacks", "build_attack", "build_baple_patch", "build_patch", "register_attack"]
