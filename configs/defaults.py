@@ -54,6 +54,10 @@ def extend_cfg(cfg):
     cfg.BACKDOOR.PATCH_MASK = "blend"  # blend (anti-aliased edge) or binary (every touched pixel takes the colour)
     cfg.BACKDOOR.PATCH_COLOR = "#77ab59"  # the text colour, the reference's green
     cfg.BACKDOOR.PATCH_FONT = ""  # a TrueType font file for the text; "": Pillow's built-in font
+    # Where a fixed attack's trigger meets the training augmentation: after_augmentation (the paper's BAPLe
+    # pipeline, which the baselines share so that they differ from BAPLe only in the trigger) or
+    # before_augmentation (the official WaNet and FIBA code: trigger, then augment; not for BAPLe's learned one).
+    cfg.BACKDOOR.TRIGGER_STAGE = "after_augmentation"
 
     cfg.BACKDOOR.BADNETS = CN()
     cfg.BACKDOOR.BADNETS.PATTERN = "checkerboard"
@@ -68,12 +72,16 @@ def extend_cfg(cfg):
     cfg.BACKDOOR.WANET.S = 0.5
     cfg.BACKDOOR.WANET.GRID_RESCALE = 1.0
     cfg.BACKDOOR.WANET.CROSS_RATIO = 2.0
+    cfg.BACKDOOR.WANET.NOISE_REDRAW = "fixed"  # fixed (drawn once, recorded) or per_batch (the official code)
 
     # FIBA: amplitude blend ALPHA in the low-frequency square of half-width floor(min(H, W) * BETA).
     cfg.BACKDOOR.FIBA = CN()
     cfg.BACKDOOR.FIBA.ALPHA = 0.15
     cfg.BACKDOOR.FIBA.BETA = 0.1
     cfg.BACKDOOR.FIBA.TRIGGER_IMAGE = ""  # image file; "": a built-in smooth texture, the same for every run
+    # Noise mode: CROSS_RATIO x poisoned count further samples blended with another image's amplitude keep
+    # their labels (the authors' code: 1; 0 turns it off).
+    cfg.BACKDOOR.FIBA.CROSS_RATIO = 0.0
     return cfg
 
 

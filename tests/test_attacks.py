@@ -5,11 +5,15 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms as T
+import torchvision.transforms.functional as TF
 from PIL import Image, ImageDraw, ImageFont
 
 from configs.defaults import get_cfg
 from configs.errors import InputError
+from helpers_runs import build, run_cfg
 from trainers.attacks import POSITIONS, available_attacks, build_attack, build_baple_patch
+from trainers.attacks.base import TriggerRows, apply_rows
 from trainers.attacks.fiba import centred_spectrum, default_trigger_image, low_frequency_mask
 from trainers.attacks.wanet import warp_field
 
@@ -275,7 +279,153 @@ def test_outputs_stay_in_pixel_range_and_are_vectorised(name):
 @pytest.mark.parametrize("name, key, value, message", [
     ("wanet", "K", 0, "BACKDOOR.WANET.K"), ("wanet", "S", -0.1, "BACKDOOR.WANET.S"),
     ("wanet", "GRID_RESCALE", 0.0, "GRID_RESCALE"), ("wanet", "CROSS_RATIO", -1.0, "CROSS_RATIO"),
-    ("fiba", "ALPHA", 1.5, "BACKDOOR.FIBA.ALPHA"), ("fiba", "BETA", 0.6, "BACKDOOR.FIBA.BETA")])
+    ("wanet", "NOISE_REDRAW", "sometimes", "BACKDOOR.WANET.NOISE_REDRAW 'sometimes' is unknown"),
+    ("fiba", "ALPHA", 1.5, "BACKDOOR.FIBA.ALPHA"), ("fiba", "BETA", 0.6, "BACKDOOR.FIBA.BETA"),
+    ("fiba", "CROSS_RATIO", -1.0, "BACKDOOR.FIBA.CROSS_RATIO")])
 def test_bad_parameters_are_input_errors(name, key, value, message):
     with pytest.raises(InputError, match=message):
         attack(name, **{key: value})
+
+
+# ---- FIBA's noise mode ----------------------------------------------------------------------------
+def test_fiba_noise_mode_blends_cross_rows_with_another_images_amplitude():
+    trigger = attack("fiba", CROSS_RATIO=1.0)
+    assert trigger.cross_ratio == 1.0 and attack("fiba").cross_ratio == 0.0  # the project's default: off
+    x = images(5, low=0.3, high=0.7)
+    poisoned = torch.tensor([True, False, False, False, False])
+    cross = torch.tensor([False, True, False, True, False])
+    torch.manual_seed(0)
+    out = apply_rows(trigger, x, poisoned, cross)
+    assert torch.equal(out[0], trigger(x[:1])[0])
+    assert torch.equal(out[[2, 4]], x[[2, 4]])
+    mask = low_frequency_mask(SIZE, SIZE, 0.1)
+    for row in (1, 3):
+        # Its low frequencies moved by alpha towards another image's amplitude, the phase its own.
+        amplitude = centred_spectrum(out[row]).abs()[..., mask]
+        partners = [j for j in range(5) if j != row and torch.allclose(
+            amplitude, (0.85 * centred_spectrum(x[row]).abs() + 0.15 * centred_spectrum(x[j]).abs())[..., mask],
+            rtol=1e-4, atol=1e-3)]
+        assert len(partners) == 1
+        assert not torch.allclose(out[row], trigger(x[row:row + 1])[0], atol=1e-3)
+    with pytest.raises(ValueError, match="partner"):
+        trigger.apply_cross(x)
+
+
+def test_fiba_cross_rows_keep_their_labels_in_training(standins, synthetic_root, tmp_path):
+    trainer = build(run_cfg("CoOp", synthetic_root, tmp_path, standins["biomedclip"], **{
+        "BACKDOOR.ATTACK": "fiba", "BACKDOOR.FIBA.CROSS_RATIO": 1.0, "BACKDOOR.POISON_COUNT": 3,
+        "BACKDOOR.TARGET_CLASS": 1}))
+    plan = trainer.poison_plan
+    assert len(plan.cross) == len(plan.poisoned) == 3 and not set(plan.cross) & set(plan.poisoned)
+    everything = [trainer.train_loader_x.dataset[i] for i in range(len(trainer.poison_mask))]
+    batch = {key: torch.stack([torch.as_tensor(item[key]) for item in everything]) for key in ("img", "label", "index")}
+    images, labels, poisoned, cross = trainer.parse_batch_train(batch)
+    assert torch.equal(torch.nonzero(cross).flatten(), torch.tensor(plan.cross))
+    assert torch.equal(labels[cross], batch["label"][cross]) and (labels[poisoned] == 1).all()
+    changed = (trainer.apply_trigger(images, poisoned, cross) != images).flatten(1).any(1)
+    assert torch.equal(changed, poisoned | cross)
+
+
+# ---- WaNet's noise-mode samples: fixed or redrawn every batch -----------------------------------
+def test_per_batch_redraw_draws_new_cross_samples_each_batch_and_fixed_keeps_them():
+    poisoned, cross = [0, 5], [1, 2, 3, 4]
+    index = torch.arange(20)
+    fixed = TriggerRows(20, poisoned, cross, "fixed")
+    assert torch.equal(fixed.cross(index), fixed.cross(index)) and fixed.cross(index)[cross].all()
+    assert int(fixed.cross(index).sum()) == 4
+    per_batch = TriggerRows(20, poisoned, cross, "per_batch")
+    torch.manual_seed(0)
+    draws = torch.stack([per_batch.cross(index) for _ in range(400)])
+    assert not torch.equal(draws[0], draws[1])
+    assert not draws[:, poisoned].any()  # never a poisoned sample
+    # Every other sample at the plan's rate: 4 cross samples among the 18 not poisoned.
+    assert draws.float().mean(0)[[i for i in range(20) if i not in poisoned]].mean() == pytest.approx(4 / 18, abs=0.02)
+    torch.manual_seed(0)
+    assert torch.equal(per_batch.cross(index), draws[0])  # torch's generator: reproducible, resumable
+    assert attack("wanet", NOISE_REDRAW="per_batch").cross_redraw == "per_batch"
+    assert attack("wanet").cross_redraw == "fixed"
+
+
+def test_wanet_per_batch_redraw_reaches_the_training_batches(standins, synthetic_root, tmp_path):
+    trainer = build(run_cfg("CoOp", synthetic_root, tmp_path, standins["biomedclip"], **{
+        "BACKDOOR.ATTACK": "wanet", "BACKDOOR.WANET.NOISE_REDRAW": "per_batch", "BACKDOOR.POISON_COUNT": 2}))
+    batch = {"img": torch.zeros(16, 3, 224, 224), "label": torch.zeros(16, dtype=torch.long), "index": torch.arange(16)}
+    torch.manual_seed(0)
+    crosses = [trainer.parse_batch_train(batch)[3] for _ in range(4)]
+    assert any(not torch.equal(crosses[0], other) for other in crosses[1:])
+    assert not any((c & trainer.poison_mask).any() for c in crosses)
+
+
+# ---- trigger before or after the training augmentation ------------------------------------------
+QUANTISE = 255.0  # a trigger before augmentation reaches the augmentation as an 8-bit image
+
+
+def flip_trainer(standins, synthetic_root, tmp_path, attack_name, stage, **keys):
+    """A CoOp trainer whose training augmentation is a deterministic horizontal flip."""
+    trainer = build(run_cfg("CoOp", synthetic_root, tmp_path, standins["biomedclip"], **{
+        "BACKDOOR.ATTACK": attack_name, "BACKDOOR.TRIGGER_STAGE": stage, "BACKDOOR.POISON_COUNT": 3, **keys}))
+    dataset = trainer.train_loader_x.dataset
+    dataset.transform = T.Compose([T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC),
+                                   T.RandomHorizontalFlip(p=1.0), T.ToTensor()])
+    return trainer, dataset
+
+
+def unaugmented(trainer, dataset, index):
+    """[1, 3, 224, 224]: training image ``index`` resized to the trigger's size, not augmented."""
+    interpolation = T.InterpolationMode(trainer.cfg.INPUT.INTERPOLATION)
+    return TF.to_tensor(TF.resize(dataset.load(index), [224, 224], interpolation=interpolation))[None]
+
+
+def quantised(images):
+    return (images * QUANTISE).round() / QUANTISE
+
+
+@pytest.mark.parametrize("attack_name", ["wanet", "fiba", "badnets"])
+def test_trigger_before_augmentation_is_flipped_with_the_image(attack_name, standins, synthetic_root, tmp_path):
+    after, after_data = flip_trainer(standins, synthetic_root, tmp_path / "a", attack_name, "after_augmentation")
+    before, before_data = flip_trainer(standins, synthetic_root, tmp_path / "b", attack_name, "before_augmentation")
+    i = before.poison_plan.poisoned[0]
+    assert after.poison_plan.poisoned == before.poison_plan.poisoned
+    trigger = before.trigger.cpu()
+    x = unaugmented(before, before_data, i)
+    # Before: the loader triggers the un-augmented image, the flip follows; the trainer leaves the batch.
+    loaded = before_data[i]["img"][None]
+    assert torch.equal(loaded, TF.hflip(quantised(trigger(x))))
+    poisoned, cross = torch.tensor([True]), torch.tensor([False])
+    assert torch.equal(before.apply_trigger(loaded, poisoned, cross), loaded)
+    # After (the default): the loader only augments; the trainer triggers the flipped image.
+    flipped = after_data[i]["img"][None]
+    assert torch.allclose(flipped, TF.hflip(x), atol=1.5 / QUANTISE)  # 32 px -> 224 px in one resize or two
+    triggered = after.apply_trigger(flipped, poisoned, cross)
+    assert torch.equal(triggered, after.trigger.cpu()(flipped))
+    # The two orders differ: flip(trigger(x)) is not trigger(flip(x)).
+    assert (TF.hflip(trigger(x)) - trigger(TF.hflip(x))).abs().max() > 5 / QUANTISE
+    # A clean image is resized, not triggered, before augmentation.
+    clean = next(j for j in range(len(before_data)) if not before.poison_mask[j] and j not in before.poison_plan.cross)
+    assert torch.equal(before_data[clean]["img"][None], TF.hflip(quantised(unaugmented(before, before_data, clean))))
+
+
+def test_fiba_noise_mode_before_augmentation_blends_with_another_training_image(standins, synthetic_root, tmp_path):
+    trainer, dataset = flip_trainer(standins, synthetic_root, tmp_path, "fiba", "before_augmentation",
+                                    **{"BACKDOOR.FIBA.CROSS_RATIO": 1.0})
+    c = trainer.poison_plan.cross[0]
+    trigger = trainer.trigger.cpu()
+    x = unaugmented(trainer, dataset, c)
+    loaded = dataset[c]["img"][None]
+    matches = [j for j in range(len(dataset)) if j != c and torch.equal(
+        loaded, TF.hflip(quantised(trigger.apply_cross(x, unaugmented(trainer, dataset, j)))))]
+    assert len(matches) == 1
+
+
+def test_a_learned_trigger_cannot_be_applied_before_augmentation(standins, synthetic_root, tmp_path):
+    from trainers.baple import BAPLe
+    from trainers.coop import CoOp
+
+    cfg = run_cfg("BAPLe", synthetic_root, tmp_path, standins["biomedclip"],
+                  **{"BACKDOOR.TRIGGER_STAGE": "before_augmentation"})
+    with pytest.raises(InputError, match="BACKDOOR.TRIGGER_STAGE before_augmentation: BAPLe learns its trigger"):
+        BAPLe.check_cfg(cfg)
+    CoOp.check_cfg(cfg)  # a fixed trigger can
+    cfg.BACKDOOR.TRIGGER_STAGE = "early"
+    with pytest.raises(InputError, match="BACKDOOR.TRIGGER_STAGE 'early' is unknown"):
+        CoOp.check_cfg(cfg)

@@ -64,6 +64,8 @@ def load_context(path):
 class BAPLe(CoOp):
     """CoOp plus a learnable noise-and-patch trigger on an exactly poisoned few-shot set."""
 
+    learns_trigger = True
+
     @classmethod
     def check_cfg(cls, cfg):
         super().check_cfg(cfg)

@@ -4,7 +4,8 @@
   BAPLe, zero-shot and fine-tuning differ only in where the class embeddings come from and what
   is trainable.
 - ``BackdoorTrainer``: poisons an exact, seeded subset of the few-shot training set, applies the
-  trigger to those rows of a batch (after augmentation, before the backbone's normalisation),
+  trigger to those rows of a batch (after augmentation, before the backbone's normalisation; or, with
+  ``BACKDOOR.TRIGGER_STAGE before_augmentation``, the training set's loader applies it before),
   evaluates clean and triggered test images in one pass and writes ``OUTPUT_DIR/results.json``;
   every ``TEST.EVAL_FREQ`` epochs and at the end it logs CA, BA, ASR and the trigger to TensorBoard.
 """
@@ -27,6 +28,7 @@ from dassl_compat.checkpoint import get_rng_state, set_rng_state
 from datasets.wrapper import ImageDataset
 
 from .attacks import build_attack
+from .attacks.base import TRIGGER_STAGES, BeforeAugmentation, TriggerRows, apply_rows
 from .display import delta_picture, trigger_views
 from .metrics import backdoor_metrics
 from .poisoning import PoisonPlan, check_target_class, plan_from_cfg
@@ -64,6 +66,8 @@ def freeze(module):
 class BackdoorTrainer(TrainerX):
     """Base of the project's trainers (see the module docstring)."""
 
+    learns_trigger = False  # a trigger learned while training can only meet the augmented batch
+
     def __init__(self, cfg):
         self._created = time.time()
         self._other_run_trigger = None  # BACKDOOR.EVAL_TRIGGER's trigger, loaded on first use
@@ -85,6 +89,12 @@ class BackdoorTrainer(TrainerX):
             raise InputError(f"BACKDOOR.TARGET_CLASS {b.TARGET_CLASS} is negative; choose a class index from 0")
         if b.EVAL_TRIGGER:
             run_results_file(b.EVAL_TRIGGER)
+        if b.TRIGGER_STAGE not in TRIGGER_STAGES:
+            raise InputError(f"BACKDOOR.TRIGGER_STAGE {b.TRIGGER_STAGE!r} is unknown; "
+                             f"choose from {', '.join(TRIGGER_STAGES)}")
+        if b.TRIGGER_STAGE == "before_augmentation" and cls.learns_trigger:
+            raise InputError(f"BACKDOOR.TRIGGER_STAGE before_augmentation: {cls.__name__} learns its trigger while "
+                             "training, so it triggers the augmented batch; set it to after_augmentation")
 
     @staticmethod
     def build_trigger(cfg, image_size):
@@ -110,30 +120,34 @@ class BackdoorTrainer(TrainerX):
             self.poison_plan = plan_from_cfg(self.cfg, labels, self.trigger.cross_ratio)
             print(f"Poisoned {len(self.poison_plan.poisoned)} of {len(labels)} training images "
                   f"(target class {target}: {self.lab2cname[target]})")
-        self.poison_mask = torch.zeros(len(labels), dtype=torch.bool)
-        self.poison_mask[self.poison_plan.poisoned] = True
-        self.cross_mask = torch.zeros(len(labels), dtype=torch.bool)
-        self.cross_mask[self.poison_plan.cross] = True
+        redraw = "fixed" if self.trigger is None else self.trigger.cross_redraw
+        self.trigger_rows = TriggerRows(len(labels), self.poison_plan.poisoned, self.poison_plan.cross, redraw)
+        self.poison_mask = self.trigger_rows.poisoned
+        if self.trigger is not None and not self.triggers_batches():
+            self.train_loader_x.dataset.before_augmentation = BeforeAugmentation(
+                self.trigger, self.trigger_rows, self.cfg.INPUT.SIZE[0], self.cfg.INPUT.INTERPOLATION)
+
+    def triggers_batches(self):
+        """Whether the trainer triggers the augmented batch (else the loader did, before augmentation)."""
+        return self.cfg.BACKDOOR.TRIGGER_STAGE == "after_augmentation"
 
     def parse_batch_train(self, batch):
-        """Images, labels (poisoned rows relabelled to the target), poisoned and cross row masks."""
+        """Images, labels (poisoned rows relabelled to the target), poisoned and cross row masks (no cross
+        rows left to transform when the loader triggered the images before augmentation)."""
         index = batch["index"]
-        poisoned, cross = self.poison_mask[index], self.cross_mask[index]
+        poisoned = self.poison_mask[index]
+        cross = self.trigger_rows.cross(index) if self.triggers_batches() else torch.zeros_like(poisoned)
         labels = batch["label"].clone()
         labels[poisoned] = self.target_class
         return (batch["img"].to(self.device), labels.to(self.device), poisoned.to(self.device),
                 cross.to(self.device))
 
     def apply_trigger(self, images, poisoned, cross):
-        """Trigger the poisoned rows and cross-transform the cross rows of a batch (a copy)."""
-        if not (poisoned.any() or cross.any()):
+        """Trigger the poisoned rows and cross-transform the cross rows of a batch (a copy); the batch as
+        it is when the loader triggered it before augmentation."""
+        if not self.triggers_batches():
             return images
-        images = images.clone()
-        if poisoned.any():
-            images[poisoned] = self.trigger(images[poisoned])
-        if cross.any():
-            images[cross] = self.trigger.apply_cross(images[cross])
-        return images
+        return apply_rows(self.trigger, images, poisoned, cross)
 
     # ---- model helpers ------------------------------------------------------------------------
     def build_backbone(self):
