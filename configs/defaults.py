@@ -54,9 +54,10 @@ def extend_cfg(cfg):
     cfg.BACKDOOR.PATCH_MASK = "blend"  # blend (anti-aliased edge) or binary (every touched pixel takes the colour)
     cfg.BACKDOOR.PATCH_COLOR = "#77ab59"  # the text colour, the reference's green
     cfg.BACKDOOR.PATCH_FONT = ""  # a TrueType font file for the text; "": Pillow's built-in font
-    # Where a fixed attack's trigger meets the training augmentation: after_augmentation (the paper's BAPLe
-    # pipeline, which the baselines share so that they differ from BAPLe only in the trigger) or
-    # before_augmentation (the official WaNet and FIBA code: trigger, then augment; not for BAPLe's learned one).
+    # Where BACKDOOR.ATTACK's fixed trigger meets the training augmentation: after_augmentation (the paper's
+    # BAPLe pipeline, which the baselines share so that they differ from BAPLe only in the trigger) or
+    # before_augmentation (the official WaNet and FIBA code: trigger, then augment). BAPLe's learned trigger
+    # always meets the augmented batch.
     cfg.BACKDOOR.TRIGGER_STAGE = "after_augmentation"
 
     cfg.BACKDOOR.BADNETS = CN()

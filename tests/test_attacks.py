@@ -417,15 +417,14 @@ def test_fiba_noise_mode_before_augmentation_blends_with_another_training_image(
     assert len(matches) == 1
 
 
-def test_a_learned_trigger_cannot_be_applied_before_augmentation(standins, synthetic_root, tmp_path):
-    from trainers.baple import BAPLe
+def test_a_learned_trigger_meets_the_augmented_batch_whatever_the_stage(standins, synthetic_root, tmp_path):
     from trainers.coop import CoOp
 
-    cfg = run_cfg("BAPLe", synthetic_root, tmp_path, standins["biomedclip"],
-                  **{"BACKDOOR.TRIGGER_STAGE": "before_augmentation"})
-    with pytest.raises(InputError, match="BACKDOOR.TRIGGER_STAGE before_augmentation: BAPLe learns its trigger"):
-        BAPLe.check_cfg(cfg)
-    CoOp.check_cfg(cfg)  # a fixed trigger can
+    trainer = build(run_cfg("BAPLe", synthetic_root, tmp_path, standins["biomedclip"],
+                            **{"BACKDOOR.TRIGGER_STAGE": "before_augmentation", "BACKDOOR.POISON_COUNT": 3}))
+    assert trainer.triggers_batches() and trainer.train_loader_x.dataset.before_augmentation is None
+    cfg = trainer.cfg.clone()
+    cfg.defrost()
     cfg.BACKDOOR.TRIGGER_STAGE = "early"
     with pytest.raises(InputError, match="BACKDOOR.TRIGGER_STAGE 'early' is unknown"):
         CoOp.check_cfg(cfg)

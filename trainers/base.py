@@ -66,7 +66,7 @@ def freeze(module):
 class BackdoorTrainer(TrainerX):
     """Base of the project's trainers (see the module docstring)."""
 
-    learns_trigger = False  # a trigger learned while training can only meet the augmented batch
+    learns_trigger = False  # a trigger learned while training meets the augmented batch, whatever TRIGGER_STAGE says
 
     def __init__(self, cfg):
         self._created = time.time()
@@ -92,9 +92,6 @@ class BackdoorTrainer(TrainerX):
         if b.TRIGGER_STAGE not in TRIGGER_STAGES:
             raise InputError(f"BACKDOOR.TRIGGER_STAGE {b.TRIGGER_STAGE!r} is unknown; "
                              f"choose from {', '.join(TRIGGER_STAGES)}")
-        if b.TRIGGER_STAGE == "before_augmentation" and cls.learns_trigger:
-            raise InputError(f"BACKDOOR.TRIGGER_STAGE before_augmentation: {cls.__name__} learns its trigger while "
-                             "training, so it triggers the augmented batch; set it to after_augmentation")
 
     @staticmethod
     def build_trigger(cfg, image_size):
@@ -126,10 +123,14 @@ class BackdoorTrainer(TrainerX):
         if self.trigger is not None and not self.triggers_batches():
             self.train_loader_x.dataset.before_augmentation = BeforeAugmentation(
                 self.trigger, self.trigger_rows, self.cfg.INPUT.SIZE[0], self.cfg.INPUT.INTERPOLATION)
+        elif self.learns_trigger and self.cfg.BACKDOOR.TRIGGER_STAGE == "before_augmentation":
+            print(f"Note: BACKDOOR.TRIGGER_STAGE before_augmentation places BACKDOOR.ATTACK's fixed trigger; "
+                  f"{type(self).__name__}'s learned trigger meets the augmented batch")
 
     def triggers_batches(self):
-        """Whether the trainer triggers the augmented batch (else the loader did, before augmentation)."""
-        return self.cfg.BACKDOOR.TRIGGER_STAGE == "after_augmentation"
+        """Whether the trainer triggers the augmented batch, or the loader did before augmentation
+        (``BACKDOOR.TRIGGER_STAGE`` places BACKDOOR.ATTACK's fixed trigger, not a learned one)."""
+        return self.learns_trigger or self.cfg.BACKDOOR.TRIGGER_STAGE == "after_augmentation"
 
     def parse_batch_train(self, batch):
         """Images, labels (poisoned rows relabelled to the target), poisoned and cross row masks (no cross

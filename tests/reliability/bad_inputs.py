@@ -257,9 +257,8 @@ CASES = [
          opts=("BACKDOOR.PATCH_FONT", "{tmp}/missing.ttf")),
     Case("patch-font-unreadable", "text trigger's font file that is not a font", "font file cannot be read",
          opts=("BACKDOOR.PATCH_FONT", "{tmp}/trigger.png"), prepare=_text_file_named_png),
-    Case("trigger-stage-learned", "a learned trigger applied before augmentation",
-         "BACKDOOR.TRIGGER_STAGE before_augmentation: BAPLe learns its trigger",
-         opts=("BACKDOOR.TRIGGER_STAGE", "before_augmentation")),
+    Case("trigger-stage-unknown", "unknown trigger stage", "BACKDOOR.TRIGGER_STAGE 'early' is unknown",
+         opts=("BACKDOOR.TRIGGER_STAGE", "early")),
     Case("baple-init-missing", "BAPLe context initialisation run missing",
          "TRAINER.BAPLE.INIT (--init) <tmp>/no-coop-run does not exist", flags=("--init", "{tmp}/no-coop-run")),
     # poisoning
