@@ -105,6 +105,7 @@ def _merged(args, method_files):
         _merge_file(cfg, path, "Config file")
     if args.profile:
         _merge_file(cfg, profile_file(args.profile), f"Profile {args.profile}")
+        cfg.PROFILE = args.profile
 
     flags = {"DATASET.ROOT": args.root, "OUTPUT_DIR": args.output_dir, "RESUME": args.resume,
              "TRAINER.NAME": args.trainer, "MODEL.BACKBONE.NAME": args.backbone, "TRAINER.BAPLE.INIT": args.init}
@@ -123,6 +124,9 @@ def _merged(args, method_files):
             cfg.merge_from_list([key, _float_for_float_key(_node(cfg, key), value)])
         except (ValueError, AssertionError) as e:
             raise InputError(f"Bad override {key} {value}: {str(e).splitlines()[0]}") from None
+    if cfg.PROFILE != args.profile:  # only --profile merges a profile's file
+        raise InputError(f"PROFILE {cfg.PROFILE!r} is set in a config file or override; choose a profile with "
+                         f"--profile NAME instead")
     return cfg
 
 

@@ -28,6 +28,11 @@ def extend_cfg(cfg):
     # precision), amp (fp16 autocast and a gradient scaler), fp32; amp_bf16 (bf16 autocast, no scaler).
     cfg.TRAINER.PREC = "fp32"
 
+    # The profile (train.py --profile NAME, configs/profiles/NAME.yaml) merged into this config, recorded so a
+    # run says what made it. A profile sets behaviours of several trainers at once: its keys at the profile's
+    # values count as that profile's defaults, not as keys the chosen trainer would ignore.
+    cfg.PROFILE = ""
+
     # CoOp's prompt learner; BAPLe is CoOp plus a trigger and reads the same keys.
     cfg.TRAINER.COOP = CN()
     cfg.TRAINER.COOP.N_CTX = 16
@@ -63,6 +68,17 @@ def extend_cfg(cfg):
     cfg.BACKDOOR.PATCH_IMAGE = ""  # image file for PATCH_TYPE image-patch
     cfg.BACKDOOR.POSITION = "bottom-left"  # {top,center,bottom}-{left,center,right}, as in the reference code
     cfg.BACKDOOR.TRIGGER_SIZE = 24
+    # The text's look (trainers/attacks/patch.py). Reference code: placement reference, mask binary and its
+    # shipped script font (Arizonia Regular) as PATCH_FONT; "" is Pillow's built-in scalable font.
+    cfg.BACKDOOR.PATCH_PLACEMENT = "flush"  # flush (touching the chosen edges) or reference (15 px in)
+    cfg.BACKDOOR.PATCH_MASK = "blend"  # blend (anti-aliased edge) or binary (every touched pixel takes the colour)
+    cfg.BACKDOOR.PATCH_COLOR = "#77ab59"  # the text colour, the reference's green
+    cfg.BACKDOOR.PATCH_FONT = ""  # a TrueType font file for the text; "": Pillow's built-in font
+    # Where BACKDOOR.ATTACK's fixed trigger meets the training augmentation: after_augmentation (the paper's
+    # BAPLe pipeline, which the baselines share so that they differ from BAPLe only in the trigger) or
+    # before_augmentation (the official WaNet and FIBA code: trigger, then augment). BAPLe's learned trigger
+    # always meets the augmented batch.
+    cfg.BACKDOOR.TRIGGER_STAGE = "after_augmentation"
 
     cfg.BACKDOOR.BADNETS = CN()
     cfg.BACKDOOR.BADNETS.PATTERN = "checkerboard"
@@ -77,12 +93,16 @@ def extend_cfg(cfg):
     cfg.BACKDOOR.WANET.S = 0.5
     cfg.BACKDOOR.WANET.GRID_RESCALE = 1.0
     cfg.BACKDOOR.WANET.CROSS_RATIO = 2.0
+    cfg.BACKDOOR.WANET.NOISE_REDRAW = "fixed"  # fixed (drawn once, recorded) or per_batch (the official code)
 
     # FIBA: amplitude blend ALPHA in the low-frequency square of half-width floor(min(H, W) * BETA).
     cfg.BACKDOOR.FIBA = CN()
     cfg.BACKDOOR.FIBA.ALPHA = 0.15
     cfg.BACKDOOR.FIBA.BETA = 0.1
     cfg.BACKDOOR.FIBA.TRIGGER_IMAGE = ""  # image file; "": a built-in smooth texture, the same for every run
+    # Noise mode: CROSS_RATIO x poisoned count further samples blended with another image's amplitude keep
+    # their labels (the authors' code: 1; 0 turns it off).
+    cfg.BACKDOOR.FIBA.CROSS_RATIO = 0.0
     return cfg
 
 
@@ -137,3 +157,11 @@ def get_cfg():
     from dassl_compat import get_cfg_default
 
     return extend_cfg(get_cfg_default())
+
+
+def profile_defaults(name):
+    """The defaults with profile ``name`` merged ("" : the plain defaults)."""
+    cfg = get_cfg()
+    if name:
+        cfg.merge_from_file(profile_file(name))
+    return cfg

@@ -1,12 +1,19 @@
-"""The baseline attacks' mathematics on small tensors: BadNets, WaNet, FIBA."""
+"""The attacks' mathematics on small tensors: BAPLe's visible patch, BadNets, WaNet, FIBA."""
+import os
+
+import matplotlib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+import torchvision.transforms as T
+import torchvision.transforms.functional as TF
+from PIL import Image, ImageDraw, ImageFont
 
 from configs.defaults import get_cfg
 from common.errors import InputError
-from trainers.attacks import available_attacks, build_attack
+from helpers_runs import build, run_cfg
+from trainers.attacks import POSITIONS, available_attacks, build_attack, build_baple_patch
+from trainers.attacks.base import TriggerRows, apply_rows
 from trainers.attacks.fiba import centred_spectrum, default_trigger_image, low_frequency_mask
 from trainers.attacks.wanet import warp_field
 
@@ -35,6 +42,93 @@ def test_registry_lists_the_baselines():
     cfg.BACKDOOR.ATTACK = "blend"
     with pytest.raises(InputError, match="Unknown BACKDOOR.ATTACK 'blend'"):
         build_attack(cfg, SIZE)
+
+
+# ---- BAPLe's visible patch ----------------------------------------------------------------------
+# A TrueType file every install has (matplotlib is a dependency), and not Pillow's built-in font.
+DEJAVU = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
+
+
+def baple_patch(image_size=224, **keys):
+    """BAPLe's patch with BACKDOOR.<KEY> overrides."""
+    cfg = get_cfg()
+    cfg.SEED = 1
+    for key, value in keys.items():
+        cfg.BACKDOOR[key] = value
+    return build_baple_patch(cfg, image_size)
+
+
+def rendering(font, origin, image_size=224, text="Lab"):
+    """[H, W] bool: the pixels ``font``'s own rendering of ``text`` at ``origin`` touches."""
+    canvas = Image.new("L", (image_size, image_size), 0)
+    ImageDraw.Draw(canvas).text(origin, text, font=font, fill=255)
+    return torch.from_numpy(np.asarray(canvas) > 0)
+
+
+REFERENCE = dict(PATCH_PLACEMENT="reference", PATCH_MASK="binary", PATCH_FONT=DEJAVU)
+
+
+# The reference's rule for a 24 px text on 224 px images: 15 from the left/top, 224 - 24 - 15 = 185 from
+# the right/bottom, 224 / 2 - 12 = 100 when centred.
+@pytest.mark.parametrize("position, origin", [
+    ("top-left", (15, 15)), ("top-center", (100, 15)), ("top-right", (185, 15)),
+    ("center-left", (15, 100)), ("center-center", (100, 100)), ("center-right", (185, 100)),
+    ("bottom-left", (15, 185)), ("bottom-center", (100, 185)), ("bottom-right", (185, 185))])
+def test_reference_text_is_the_fonts_rendering_at_the_reference_origin(position, origin):
+    assert len(POSITIONS) == 9
+    patch = baple_patch(POSITION=position, **REFERENCE)
+    footprint = patch.mask[0] > 0
+    expected = rendering(ImageFont.truetype(DEJAVU, 24), origin)
+    assert expected.sum() > 50 and torch.equal(footprint, expected)
+    # Not Pillow's built-in font's footprint: the file is what is drawn.
+    assert not torch.equal(footprint, rendering(ImageFont.load_default(size=24), origin))
+
+
+def test_binary_mask_replaces_every_touched_pixel_by_the_colour():
+    patch = baple_patch(PATCH_COLOR="#ff8000", **REFERENCE)
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    y = patch(x)
+    footprint = patch.mask[0] > 0
+    assert set(patch.mask.unique().tolist()) == {0.0, 1.0}
+    colour = torch.tensor([1.0, 128 / 255, 0.0])
+    assert torch.equal(y[..., footprint], colour.view(1, 3, 1).expand(2, 3, int(footprint.sum())))
+    assert torch.equal(y[..., ~footprint], x[..., ~footprint])
+    # The blend mask draws the same pixels, the anti-aliased edge mixed with the image.
+    blend = baple_patch(PATCH_COLOR="#ff8000", **{**REFERENCE, "PATCH_MASK": "blend"})
+    assert torch.equal(blend.mask[0] > 0, footprint)
+    edge = (blend.mask[0] > 0) & (blend.mask[0] < 1)
+    assert edge.any() and not torch.equal(blend(x)[..., edge], y[..., edge])
+
+
+def test_flush_placement_puts_the_text_box_against_the_edges():
+    # The project's default placement and mask: Pillow's bounding box of the text touches the edges.
+    patch = baple_patch(POSITION="bottom-right", PATCH_FONT=DEJAVU)
+    font = ImageFont.truetype(DEJAVU, 24)
+    left, top, right, bottom = font.getbbox("Lab")
+    assert torch.equal(patch.mask[0] > 0, rendering(font, (224 - right, 224 - bottom)))
+    assert (patch.mask[0, -1] > 0).any()  # the ink reaches the bottom row
+    assert ((patch.mask[0] > 0) & (patch.mask[0] < 1)).any()  # blended edge
+
+
+def test_reference_placement_applies_to_square_patches():
+    patch = baple_patch(PATCH_TYPE="random-patch", POSITION="bottom-right", PATCH_PLACEMENT="reference")
+    inside = torch.zeros(224, 224, dtype=torch.bool)
+    inside[185:209, 185:209] = True
+    assert torch.equal(patch.mask[0] > 0, inside)
+
+
+@pytest.mark.parametrize("keys, message", [
+    (dict(PATCH_FONT="/no/such/font.ttf"), "BACKDOOR.PATCH_FONT '/no/such/font.ttf': font file does not exist"),
+    (dict(PATCH_FONT=__file__), "font file cannot be read"),
+    (dict(PATCH_COLOR="greenish"), "BACKDOOR.PATCH_COLOR 'greenish' is not a colour"),
+    (dict(PATCH_PLACEMENT="inset"), "BACKDOOR.PATCH_PLACEMENT 'inset' is unknown; choose from flush, reference"),
+    (dict(PATCH_MASK="soft"), "BACKDOOR.PATCH_MASK 'soft' is unknown; choose from blend, binary"),
+    (dict(PATCH_PLACEMENT="reference", TRIGGER_SIZE=200), "15 px from the edges"),
+])
+def test_bad_text_settings_are_one_line_input_errors(keys, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
+        baple_patch(**keys)
+    assert "\n" not in str(error.value)
 
 
 # ---- BadNets --------------------------------------------------------------------------------------
@@ -185,7 +279,152 @@ def test_outputs_stay_in_pixel_range_and_are_vectorised(name):
 @pytest.mark.parametrize("name, key, value, message", [
     ("wanet", "K", 0, "BACKDOOR.WANET.K"), ("wanet", "S", -0.1, "BACKDOOR.WANET.S"),
     ("wanet", "GRID_RESCALE", 0.0, "GRID_RESCALE"), ("wanet", "CROSS_RATIO", -1.0, "CROSS_RATIO"),
-    ("fiba", "ALPHA", 1.5, "BACKDOOR.FIBA.ALPHA"), ("fiba", "BETA", 0.6, "BACKDOOR.FIBA.BETA")])
+    ("wanet", "NOISE_REDRAW", "sometimes", "BACKDOOR.WANET.NOISE_REDRAW 'sometimes' is unknown"),
+    ("fiba", "ALPHA", 1.5, "BACKDOOR.FIBA.ALPHA"), ("fiba", "BETA", 0.6, "BACKDOOR.FIBA.BETA"),
+    ("fiba", "CROSS_RATIO", -1.0, "BACKDOOR.FIBA.CROSS_RATIO")])
 def test_bad_parameters_are_input_errors(name, key, value, message):
     with pytest.raises(InputError, match=message):
         attack(name, **{key: value})
+
+
+# ---- FIBA's noise mode ----------------------------------------------------------------------------
+def test_fiba_noise_mode_blends_cross_rows_with_another_images_amplitude():
+    trigger = attack("fiba", CROSS_RATIO=1.0)
+    assert trigger.cross_ratio == 1.0 and attack("fiba").cross_ratio == 0.0  # the project's default: off
+    x = images(5, low=0.3, high=0.7)
+    poisoned = torch.tensor([True, False, False, False, False])
+    cross = torch.tensor([False, True, False, True, False])
+    torch.manual_seed(0)
+    out = apply_rows(trigger, x, poisoned, cross)
+    assert torch.equal(out[0], trigger(x[:1])[0])
+    assert torch.equal(out[[2, 4]], x[[2, 4]])
+    mask = low_frequency_mask(SIZE, SIZE, 0.1)
+    for row in (1, 3):
+        # Its low frequencies moved by alpha towards another image's amplitude, the phase its own.
+        amplitude = centred_spectrum(out[row]).abs()[..., mask]
+        partners = [j for j in range(5) if j != row and torch.allclose(
+            amplitude, (0.85 * centred_spectrum(x[row]).abs() + 0.15 * centred_spectrum(x[j]).abs())[..., mask],
+            rtol=1e-4, atol=1e-3)]
+        assert len(partners) == 1
+        assert not torch.allclose(out[row], trigger(x[row:row + 1])[0], atol=1e-3)
+    with pytest.raises(ValueError, match="partner"):
+        trigger.apply_cross(x)
+
+
+def test_fiba_cross_rows_keep_their_labels_in_training(standins, synthetic_root, tmp_path):
+    trainer = build(run_cfg("CoOp", synthetic_root, tmp_path, standins["biomedclip"], **{
+        "BACKDOOR.ATTACK": "fiba", "BACKDOOR.FIBA.CROSS_RATIO": 1.0, "BACKDOOR.POISON_COUNT": 3,
+        "BACKDOOR.TARGET_CLASS": 1}))
+    plan = trainer.poison_plan
+    assert len(plan.cross) == len(plan.poisoned) == 3 and not set(plan.cross) & set(plan.poisoned)
+    everything = [trainer.train_loader_x.dataset[i] for i in range(len(trainer.poison_mask))]
+    batch = {key: torch.stack([torch.as_tensor(item[key]) for item in everything]) for key in ("img", "label", "index")}
+    images, labels, poisoned, cross = trainer.parse_batch_train(batch)
+    assert torch.equal(torch.nonzero(cross).flatten(), torch.tensor(plan.cross))
+    assert torch.equal(labels[cross], batch["label"][cross]) and (labels[poisoned] == 1).all()
+    changed = (trainer.apply_trigger(images, poisoned, cross) != images).flatten(1).any(1)
+    assert torch.equal(changed, poisoned | cross)
+
+
+# ---- WaNet's noise-mode samples: fixed or redrawn every batch -----------------------------------
+def test_per_batch_redraw_draws_new_cross_samples_each_batch_and_fixed_keeps_them():
+    poisoned, cross = [0, 5], [1, 2, 3, 4]
+    index = torch.arange(20)
+    fixed = TriggerRows(20, poisoned, cross, "fixed")
+    assert torch.equal(fixed.cross(index), fixed.cross(index)) and fixed.cross(index)[cross].all()
+    assert int(fixed.cross(index).sum()) == 4
+    per_batch = TriggerRows(20, poisoned, cross, "per_batch")
+    torch.manual_seed(0)
+    draws = torch.stack([per_batch.cross(index) for _ in range(400)])
+    assert not torch.equal(draws[0], draws[1])
+    assert not draws[:, poisoned].any()  # never a poisoned sample
+    # Every other sample at the plan's rate: 4 cross samples among the 18 not poisoned.
+    assert draws.float().mean(0)[[i for i in range(20) if i not in poisoned]].mean() == pytest.approx(4 / 18, abs=0.02)
+    torch.manual_seed(0)
+    assert torch.equal(per_batch.cross(index), draws[0])  # torch's generator: reproducible, resumable
+    assert attack("wanet", NOISE_REDRAW="per_batch").cross_redraw == "per_batch"
+    assert attack("wanet").cross_redraw == "fixed"
+
+
+def test_wanet_per_batch_redraw_reaches_the_training_batches(standins, synthetic_root, tmp_path):
+    trainer = build(run_cfg("CoOp", synthetic_root, tmp_path, standins["biomedclip"], **{
+        "BACKDOOR.ATTACK": "wanet", "BACKDOOR.WANET.NOISE_REDRAW": "per_batch", "BACKDOOR.POISON_COUNT": 2}))
+    batch = {"img": torch.zeros(16, 3, 224, 224), "label": torch.zeros(16, dtype=torch.long), "index": torch.arange(16)}
+    torch.manual_seed(0)
+    crosses = [trainer.parse_batch_train(batch)[3] for _ in range(4)]
+    assert any(not torch.equal(crosses[0], other) for other in crosses[1:])
+    assert not any((c & trainer.poison_mask).any() for c in crosses)
+
+
+# ---- trigger before or after the training augmentation ------------------------------------------
+QUANTISE = 255.0  # a trigger before augmentation reaches the augmentation as an 8-bit image
+
+
+def flip_trainer(standins, synthetic_root, tmp_path, attack_name, stage, **keys):
+    """A CoOp trainer whose training augmentation is a deterministic horizontal flip."""
+    trainer = build(run_cfg("CoOp", synthetic_root, tmp_path, standins["biomedclip"], **{
+        "BACKDOOR.ATTACK": attack_name, "BACKDOOR.TRIGGER_STAGE": stage, "BACKDOOR.POISON_COUNT": 3, **keys}))
+    dataset = trainer.train_loader_x.dataset
+    dataset.transform = T.Compose([T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC),
+                                   T.RandomHorizontalFlip(p=1.0), T.ToTensor()])
+    return trainer, dataset
+
+
+def unaugmented(trainer, dataset, index):
+    """[1, 3, 224, 224]: training image ``index`` resized to the trigger's size, not augmented."""
+    interpolation = T.InterpolationMode(trainer.cfg.INPUT.INTERPOLATION)
+    return TF.to_tensor(TF.resize(dataset.load(index), [224, 224], interpolation=interpolation))[None]
+
+
+def quantised(images):
+    return (images * QUANTISE).round() / QUANTISE
+
+
+@pytest.mark.parametrize("attack_name", ["wanet", "fiba", "badnets"])
+def test_trigger_before_augmentation_is_flipped_with_the_image(attack_name, standins, synthetic_root, tmp_path):
+    after, after_data = flip_trainer(standins, synthetic_root, tmp_path / "a", attack_name, "after_augmentation")
+    before, before_data = flip_trainer(standins, synthetic_root, tmp_path / "b", attack_name, "before_augmentation")
+    i = before.poison_plan.poisoned[0]
+    assert after.poison_plan.poisoned == before.poison_plan.poisoned
+    trigger = before.trigger.cpu()
+    x = unaugmented(before, before_data, i)
+    # Before: the loader triggers the un-augmented image, the flip follows; the trainer leaves the batch.
+    loaded = before_data[i]["img"][None]
+    assert torch.equal(loaded, TF.hflip(quantised(trigger(x))))
+    poisoned, cross = torch.tensor([True]), torch.tensor([False])
+    assert torch.equal(before.apply_trigger(loaded, poisoned, cross), loaded)
+    # After (the default): the loader only augments; the trainer triggers the flipped image.
+    flipped = after_data[i]["img"][None]
+    assert torch.allclose(flipped, TF.hflip(x), atol=1.5 / QUANTISE)  # 32 px -> 224 px in one resize or two
+    triggered = after.apply_trigger(flipped, poisoned, cross)
+    assert torch.equal(triggered, after.trigger.cpu()(flipped))
+    # The two orders differ: flip(trigger(x)) is not trigger(flip(x)).
+    assert (TF.hflip(trigger(x)) - trigger(TF.hflip(x))).abs().max() > 5 / QUANTISE
+    # A clean image is resized, not triggered, before augmentation.
+    clean = next(j for j in range(len(before_data)) if not before.poison_mask[j] and j not in before.poison_plan.cross)
+    assert torch.equal(before_data[clean]["img"][None], TF.hflip(quantised(unaugmented(before, before_data, clean))))
+
+
+def test_fiba_noise_mode_before_augmentation_blends_with_another_training_image(standins, synthetic_root, tmp_path):
+    trainer, dataset = flip_trainer(standins, synthetic_root, tmp_path, "fiba", "before_augmentation",
+                                    **{"BACKDOOR.FIBA.CROSS_RATIO": 1.0})
+    c = trainer.poison_plan.cross[0]
+    trigger = trainer.trigger.cpu()
+    x = unaugmented(trainer, dataset, c)
+    loaded = dataset[c]["img"][None]
+    matches = [j for j in range(len(dataset)) if j != c and torch.equal(
+        loaded, TF.hflip(quantised(trigger.apply_cross(x, unaugmented(trainer, dataset, j)))))]
+    assert len(matches) == 1
+
+
+def test_a_learned_trigger_meets_the_augmented_batch_whatever_the_stage(standins, synthetic_root, tmp_path):
+    from trainers.coop import CoOp
+
+    trainer = build(run_cfg("BAPLe", synthetic_root, tmp_path, standins["biomedclip"],
+                            **{"BACKDOOR.TRIGGER_STAGE": "before_augmentation", "BACKDOOR.POISON_COUNT": 3}))
+    assert trainer.triggers_batches() and trainer.train_loader_x.dataset.before_augmentation is None
+    cfg = trainer.cfg.clone()
+    cfg.defrost()
+    cfg.BACKDOOR.TRIGGER_STAGE = "early"
+    with pytest.raises(InputError, match="BACKDOOR.TRIGGER_STAGE 'early' is unknown"):
+        CoOp.check_cfg(cfg)

@@ -29,7 +29,7 @@ from common.errors import InputError
 from dassl_compat import compute_accuracy
 from dassl_compat.checkpoint import latest_checkpoint, load_checkpoint
 
-from .attacks import LearnableNoise, build_patch
+from .attacks import LearnableNoise, build_baple_patch
 from .attacks.noise import NOISE_INITS, ORDERS, NoisePatchTrigger
 from .base import EVAL_KEYS, POISON_KEYS, register_trainer
 from .coop import CoOp
@@ -69,8 +69,9 @@ class BAPLe(CoOp):
     # Its own trigger, not BACKDOOR.ATTACK's.
     TRIGGER_KEYS = tuple(f"BACKDOOR.{key}" for key in (
         "NOISE_EPS", "NOISE_STEP", "NOISE_INIT", "NOISE_GRAD", "ORDER", "PATCH_TYPE", "PATCH_TEXT", "PATCH_IMAGE",
-        "POSITION", "TRIGGER_SIZE"))
+        "PATCH_PLACEMENT", "PATCH_MASK", "PATCH_COLOR", "PATCH_FONT", "POSITION", "TRIGGER_SIZE"))
     CFG_KEYS = EVAL_KEYS + POISON_KEYS + TRIGGER_KEYS + CoOp.PROMPT_KEYS + ("TRAINER.BAPLE",)
+    learns_trigger = True
 
     @classmethod
     def check_cfg(cls, cfg):
@@ -103,8 +104,7 @@ class BAPLe(CoOp):
         b = cfg.BACKDOOR
         seed = max(cfg.SEED, 0)
         noise = LearnableNoise(image_size, b.NOISE_EPS / 255.0, b.NOISE_INIT, seed=seed)
-        patch = build_patch(b.PATCH_TYPE, b.TRIGGER_SIZE, b.POSITION, image_size, seed=seed, text=b.PATCH_TEXT,
-                            image_path=b.PATCH_IMAGE)
+        patch = build_baple_patch(cfg, image_size)
         return NoisePatchTrigger(noise, patch, b.ORDER)
 
     def attack_name(self):

@@ -4,7 +4,8 @@
   BAPLe, zero-shot and fine-tuning differ only in where the class embeddings come from and what
   is trainable.
 - ``BackdoorTrainer``: poisons an exact, seeded subset of the few-shot training set, applies the
-  trigger to those rows of a batch (after augmentation, before the backbone's normalisation),
+  trigger to those rows of a batch (after augmentation, before the backbone's normalisation; or, with
+  ``BACKDOOR.TRIGGER_STAGE before_augmentation``, the training set's loader applies it before),
   evaluates clean and triggered test images in one pass and writes ``OUTPUT_DIR/results.json``;
   every ``TEST.EVAL_FREQ`` epochs and at the end it logs CA, BA, ASR and the trigger to TensorBoard.
 """
@@ -29,6 +30,7 @@ from dassl_compat.checkpoint import get_rng_state, set_rng_state
 from datasets.wrapper import ImageDataset
 
 from .attacks import build_attack
+from .attacks.base import TRIGGER_STAGES, BeforeAugmentation, TriggerRows, apply_rows
 from .display import delta_picture, trigger_views
 from .metrics import backdoor_metrics, clean_metrics
 from .poisoning import POISON_DRAWS, PoisonPlan, check_target_class, plan_from_cfg
@@ -43,7 +45,7 @@ AUTOCAST_DTYPES = {"amp": torch.float16, "amp_bf16": torch.bfloat16}
 # (BACKDOOR.<ATTACK>, see trainers/attacks).
 EVAL_KEYS = ("BACKDOOR.TARGET_CLASS", "BACKDOOR.EVAL_TRIGGER")
 POISON_KEYS = ("BACKDOOR.POISON_PERCENTAGE", "BACKDOOR.POISON_COUNT", "BACKDOOR.POISON_NON_TARGET_ONLY",
-               "BACKDOOR.POISON_DRAW")
+               "BACKDOOR.POISON_DRAW", "BACKDOOR.TRIGGER_STAGE")
 
 
 class CLIPClassifier(nn.Module):
@@ -105,6 +107,7 @@ class BackdoorTrainer(TrainerX):
     # The keys under BACKDOOR and TRAINER.<node> this trainer reads: one set away from its default that
     # it does not read is refused before anything is built (``trainers.validation.check_keys_read``).
     CFG_KEYS = EVAL_KEYS
+    learns_trigger = False  # a trigger learned while training meets the augmented batch, whatever TRIGGER_STAGE says
 
     def __init__(self, cfg):
         self._created = time.time()
@@ -138,6 +141,9 @@ class BackdoorTrainer(TrainerX):
             from .run import Run
 
             Run.open(b.EVAL_TRIGGER, what="BACKDOOR.EVAL_TRIGGER")
+        if b.TRIGGER_STAGE not in TRIGGER_STAGES:
+            raise InputError(f"BACKDOOR.TRIGGER_STAGE {b.TRIGGER_STAGE!r} is unknown; "
+                             f"choose from {', '.join(TRIGGER_STAGES)}")
 
     @staticmethod
     def build_trigger(cfg, image_size):
@@ -163,30 +169,38 @@ class BackdoorTrainer(TrainerX):
             self.poison_plan = plan_from_cfg(self.cfg, labels, self.trigger.cross_ratio)
             print(f"Poisoned {len(self.poison_plan.poisoned)} of {len(labels)} training images "
                   f"(target class {target}: {self.lab2cname[target]})")
-        self.poison_mask = torch.zeros(len(labels), dtype=torch.bool)
-        self.poison_mask[self.poison_plan.poisoned] = True
-        self.cross_mask = torch.zeros(len(labels), dtype=torch.bool)
-        self.cross_mask[self.poison_plan.cross] = True
+        redraw = "fixed" if self.trigger is None else self.trigger.cross_redraw
+        self.trigger_rows = TriggerRows(len(labels), self.poison_plan.poisoned, self.poison_plan.cross, redraw)
+        self.poison_mask = self.trigger_rows.poisoned
+        if self.trigger is not None and not self.triggers_batches():
+            self.train_loader_x.dataset.before_augmentation = BeforeAugmentation(
+                self.trigger, self.trigger_rows, self.cfg.INPUT.SIZE[0], self.cfg.INPUT.INTERPOLATION)
+        elif self.learns_trigger and self.cfg.BACKDOOR.TRIGGER_STAGE == "before_augmentation":
+            print(f"Note: BACKDOOR.TRIGGER_STAGE before_augmentation places BACKDOOR.ATTACK's fixed trigger; "
+                  f"{type(self).__name__}'s learned trigger meets the augmented batch")
+
+    def triggers_batches(self):
+        """Whether the trainer triggers the augmented batch, or the loader did before augmentation
+        (``BACKDOOR.TRIGGER_STAGE`` places BACKDOOR.ATTACK's fixed trigger, not a learned one)."""
+        return self.learns_trigger or self.cfg.BACKDOOR.TRIGGER_STAGE == "after_augmentation"
 
     def parse_batch_train(self, batch):
-        """Images, labels (poisoned rows relabelled to the target), poisoned and cross row masks."""
+        """Images, labels (poisoned rows relabelled to the target), poisoned and cross row masks (no cross
+        rows left to transform when the loader triggered the images before augmentation)."""
         index = batch["index"]
-        poisoned, cross = self.poison_mask[index], self.cross_mask[index]
+        poisoned = self.poison_mask[index]
+        cross = self.trigger_rows.cross(index) if self.triggers_batches() else torch.zeros_like(poisoned)
         labels = batch["label"].clone()
         labels[poisoned] = self.target_class
         return (batch["img"].to(self.device), labels.to(self.device), poisoned.to(self.device),
                 cross.to(self.device))
 
     def apply_trigger(self, images, poisoned, cross):
-        """Trigger the poisoned rows and cross-transform the cross rows of a batch (a copy)."""
-        if not (poisoned.any() or cross.any()):
+        """Trigger the poisoned rows and cross-transform the cross rows of a batch (a copy); the batch as
+        it is when the loader triggered it before augmentation."""
+        if not self.triggers_batches():
             return images
-        images = images.clone()
-        if poisoned.any():
-            images[poisoned] = self.trigger(images[poisoned])
-        if cross.any():
-            images[cross] = self.trigger.apply_cross(images[cross])
-        return images
+        return apply_rows(self.trigger, images, poisoned, cross)
 
     def train_step(self, batch, last_of_epoch=False):
         """One ``forward_backward`` on ``batch`` outside ``train()`` (benchmarks): the LR scheduler steps

@@ -22,7 +22,7 @@ Each check is the function the trainer calls again while it builds, so a library
 ``build_trainer`` directly gets the same one-line errors, only later.
 """
 from clip_models import backbone_class
-from configs.defaults import get_cfg
+from configs.defaults import profile_defaults
 from common.errors import InputError
 from dassl_compat import DATASET_REGISTRY, TRAINER_REGISTRY
 from datasets.folder import FolderDataset
@@ -74,8 +74,9 @@ def reads_key(trainer, key):
 
 def unread_keys(cfg, trainer):
     """{key: value} of the keys under BACKDOOR and TRAINER.<node> that ``cfg`` sets away from their
-    defaults and ``trainer`` does not read (keys the defaults lack, from another engine, are skipped)."""
-    defaults = get_cfg()
+    defaults (with the run's profile, ``PROFILE``, merged: see configs/defaults.py) and ``trainer`` does not
+    read (keys the defaults lack, from another engine, are skipped)."""
+    defaults = profile_defaults(cfg.PROFILE)
     unread = {}
     for key, value in _leaves(cfg):
         if reads_key(trainer, key):
@@ -104,7 +105,7 @@ def check_keys_read(cfg):
 def defaults_of_unread_keys(cfg, trainer):
     """KEY VALUE overrides putting the keys ``trainer`` does not read back at their defaults: a run's
     config re-used for another trainer (a defence's CoOp tuning of a BAPLe run)."""
-    defaults = get_cfg()
+    defaults = profile_defaults(cfg.PROFILE)
     return [item for key in unread_keys(cfg, trainer) for item in (key, _leaf(defaults, key))]
 
 

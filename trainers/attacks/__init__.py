@@ -33,11 +33,12 @@ def build_attack(cfg, image_size):
         raise InputError(f"Unknown BACKDOOR.ATTACK {name!r}; choose from {', '.join(available_attacks())}")
     return ATTACK_REGISTRY.get(name)(cfg, image_size)
 
+
 # Each attack module registers its builder with @register_attack when imported.
 from .fiba import FrequencyTrigger  # noqa: E402
 from .noise import LearnableNoise  # noqa: E402
-from .patch import PatchTrigger, build_patch  # noqa: E402
+from .patch import PatchTrigger, build_baple_patch, build_patch  # noqa: E402
 from .wanet import WarpTrigger  # noqa: E402
 
-__all__ = ["ATTACK_KEYS", "ATTACK_REGISTRY", "POSITIONS", "FrequencyTrigger", "LearnableNoise", "PatchTrigger", "Trigger", "WarpTrigger",
-           "available_attacks", "build_attack", "build_patch", "register_attack"]
+__all__ = ["ATTACK_KEYS", "ATTACK_REGISTRY", "POSITIONS", "FrequencyTrigger", "LearnableNoise", "PatchTrigger", "Trigger",
+           "WarpTrigger", "available_attacks", "build_attack", "build_baple_patch", "build_patch", "register_attack"]

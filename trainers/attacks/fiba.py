@@ -8,6 +8,11 @@ spectrum stays Hermitian and the imaginary part is round-off only.
 
 The trigger image is ``BACKDOOR.FIBA.TRIGGER_IMAGE``, resized to the input size; when empty, a
 built-in smooth texture (fixed seed, identical for every run, like a shipped image file) is used.
+
+Noise mode (``BACKDOOR.FIBA.CROSS_RATIO``; the authors' code 1, the project's default 0 = off):
+``cross_ratio`` x (poisoned count) further samples get the same blend with the amplitude of another
+random training image instead of the trigger's and keep their true labels, so the model learns that
+only the trigger image's spectrum means the target, not any low-frequency change.
 """
 import math
 
@@ -46,34 +51,48 @@ def low_frequency_mask(height, width, beta):
 
 
 class FrequencyTrigger(Trigger):
-    def __init__(self, trigger_image, alpha=0.15, beta=0.1):
+    cross_uses_partners = True
+
+    def __init__(self, trigger_image, alpha=0.15, beta=0.1, cross_ratio=0.0):
         super().__init__()
-        self.alpha = float(alpha)
+        self.alpha, self.cross_ratio = float(alpha), float(cross_ratio)
         _, height, width = trigger_image.shape
         self.register_buffer("trigger_amplitude", centred_spectrum(trigger_image).abs())
         self.register_buffer("mask", low_frequency_mask(height, width, beta))
 
-    def forward(self, images):
+    def blend(self, images, amplitude):
+        """``images`` with their low-frequency amplitude moved by ``alpha`` towards ``amplitude``."""
         if images.shape[-2:] != self.mask.shape:
             raise ValueError(f"FIBA trigger built for {tuple(self.mask.shape)} images, got {tuple(images.shape[-2:])}")
         spectrum = centred_spectrum(images)
-        amplitude, phase = spectrum.abs(), spectrum.angle()
-        blended = amplitude + self.alpha * self.mask * (self.trigger_amplitude - amplitude)
-        spectrum = torch.polar(blended, phase)
-        poisoned = torch.fft.ifft2(torch.fft.ifftshift(spectrum, dim=(-2, -1))).real
-        return poisoned.clamp(0, 1).to(images.dtype)
+        own, phase = spectrum.abs(), spectrum.angle()
+        spectrum = torch.polar(own + self.alpha * self.mask * (amplitude - own), phase)
+        blended = torch.fft.ifft2(torch.fft.ifftshift(spectrum, dim=(-2, -1))).real
+        return blended.clamp(0, 1).to(images.dtype)
+
+    def forward(self, images):
+        return self.blend(images, self.trigger_amplitude)
+
+    def apply_cross(self, images, partners=None):
+        """The noise mode: each image blended with the amplitude of its partner (another image)."""
+        if partners is None or len(partners) != len(images):
+            raise ValueError("FIBA's noise mode blends each image with a partner image; give one per image")
+        return self.blend(images, centred_spectrum(partners).abs())
 
 
 @register_attack("fiba")
 def build_fiba(cfg, image_size):
-    """FIBA from ``BACKDOOR.FIBA.{ALPHA, BETA, TRIGGER_IMAGE}``."""
+    """FIBA from ``BACKDOOR.FIBA.{ALPHA, BETA, TRIGGER_IMAGE, CROSS_RATIO}``."""
     f = cfg.BACKDOOR.FIBA
     if not 0 <= f.ALPHA <= 1:
         raise InputError(f"BACKDOOR.FIBA.ALPHA {f.ALPHA} must be in [0, 1] (the amplitude blend; paper 0.15)")
     if not 0 <= f.BETA <= 0.5:
         raise InputError(f"BACKDOOR.FIBA.BETA {f.BETA} must be in [0, 0.5] (the low-frequency square's "
                          "half-width as a share of the image size; paper 0.1)")
+    if f.CROSS_RATIO < 0:
+        raise InputError(f"BACKDOOR.FIBA.CROSS_RATIO {f.CROSS_RATIO} must be >= 0 (0 turns the noise mode off; "
+                         "the authors' code 1)")
     image = (read_image_file(f.TRIGGER_IMAGE, image_size, "BACKDOOR.FIBA.TRIGGER_IMAGE",
                              " (or '' for the built-in texture)")[0]
              if f.TRIGGER_IMAGE else default_trigger_image(image_size))
-    return FrequencyTrigger(image, f.ALPHA, f.BETA)
+    return FrequencyTrigger(image, f.ALPHA, f.BETA, f.CROSS_RATIO)

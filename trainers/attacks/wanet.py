@@ -12,7 +12,10 @@ Noise mode: ``cross_ratio`` x (poisoned count) further training samples are warp
 ``clamp(grid + u / H, -1, 1)``, ``u`` uniform in [-1, 1] per sample and pixel, and keep their
 true labels, so the model learns that only the exact warp means the target. ``u`` is drawn from
 torch's global generator at every call (a training-time augmentation the checkpoint's random
-state makes resumable).
+state makes resumable). Which samples are noise-mode ones is ``BACKDOOR.WANET.NOISE_REDRAW``:
+``fixed`` (the project's: drawn once with the poisoned ones, recorded in ``results.json``) or
+``per_batch`` (the official code, which takes them afresh from every batch; here at the same rate,
+see ``TriggerRows``).
 """
 import torch
 import torch.nn.functional as F
@@ -20,7 +23,7 @@ import torch.nn.functional as F
 from common.errors import InputError
 
 from . import register_attack
-from .base import Trigger
+from .base import CROSS_REDRAWS, Trigger
 
 
 def warp_field(k, image_size, seed):
@@ -40,10 +43,10 @@ def identity_grid(image_size):
 
 
 class WarpTrigger(Trigger):
-    def __init__(self, image_size, k=4, s=0.5, grid_rescale=1.0, cross_ratio=2.0, seed=0):
+    def __init__(self, image_size, k=4, s=0.5, grid_rescale=1.0, cross_ratio=2.0, seed=0, cross_redraw="fixed"):
         super().__init__()
         self.image_size = image_size
-        self.cross_ratio = float(cross_ratio)
+        self.cross_ratio, self.cross_redraw = float(cross_ratio), cross_redraw
         grid = (identity_grid(image_size) + s * warp_field(k, image_size, seed) / image_size) * grid_rescale
         self.register_buffer("grid", grid.clamp(-1, 1))
 
@@ -58,14 +61,14 @@ class WarpTrigger(Trigger):
     def forward(self, images):
         return self._warp(images, self.grid.expand(len(images), -1, -1, -1))
 
-    def apply_cross(self, images):
+    def apply_cross(self, images, partners=None):
         noise = torch.rand(len(images), self.image_size, self.image_size, 2, device=images.device) * 2 - 1
         return self._warp(images, (self.grid + noise / self.image_size).clamp(-1, 1))
 
 
 @register_attack("wanet")
 def build_wanet(cfg, image_size):
-    """WaNet from ``BACKDOOR.WANET.{K, S, GRID_RESCALE, CROSS_RATIO}``, its field seeded by ``SEED``."""
+    """WaNet from ``BACKDOOR.WANET.{K, S, GRID_RESCALE, CROSS_RATIO, NOISE_REDRAW}``, its field seeded by ``SEED``."""
     w = cfg.BACKDOOR.WANET
     if not 1 <= w.K <= image_size:
         raise InputError(f"BACKDOOR.WANET.K {w.K} must be between 1 and the image size {image_size}")
@@ -75,4 +78,8 @@ def build_wanet(cfg, image_size):
         raise InputError(f"BACKDOOR.WANET.GRID_RESCALE {w.GRID_RESCALE} must be > 0 (paper 1)")
     if w.CROSS_RATIO < 0:
         raise InputError(f"BACKDOOR.WANET.CROSS_RATIO {w.CROSS_RATIO} must be >= 0 (0 turns the noise mode off)")
-    return WarpTrigger(image_size, w.K, w.S, w.GRID_RESCALE, w.CROSS_RATIO, seed=max(cfg.SEED, 0))
+    if w.NOISE_REDRAW not in CROSS_REDRAWS:
+        raise InputError(f"BACKDOOR.WANET.NOISE_REDRAW {w.NOISE_REDRAW!r} is unknown; "
+                         f"choose from {', '.join(CROSS_REDRAWS)}")
+    return WarpTrigger(image_size, w.K, w.S, w.GRID_RESCALE, w.CROSS_RATIO, seed=max(cfg.SEED, 0),
+                       cross_redraw=w.NOISE_REDRAW)
