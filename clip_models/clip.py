@@ -19,8 +19,8 @@ from .registry import register_backbone
 class OpenCLIPBackbone(OpenClipBackboneBase):
     default_weights = "timm/vit_base_patch32_clip_224.openai"
 
-    def __init__(self, weights=""):
-        super().__init__(weights)
+    def __init__(self, weights="", activation="auto"):
+        super().__init__(weights, activation)
         self.context_length = self.model.context_length
         self.ctx_dim = self.model.token_embedding.embedding_dim
         self.embed_dim = self.model.visual.output_dim

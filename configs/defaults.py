@@ -6,6 +6,9 @@ from yacs.config import CfgNode as CN
 def extend_cfg(cfg):
     # Backbone: MODEL.BACKBONE.NAME picks the Med-FM; WEIGHTS is a hub id or local path ("" = its public default).
     cfg.MODEL.BACKBONE.WEIGHTS = ""
+    # Each model as its own code builds it; the reference BAPLe code's behaviour on request (docs/FIDELITY.md).
+    # A model reads only its own keys (clip_models/README.md).
+    cfg.MODEL.BACKBONE.ACTIVATION = "auto"  # clip, quiltnet: auto (the weights' config), quick_gelu or gelu
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # CoOp's key, kept so CoOp dataset files merge
     cfg.DATASET.BAD_FILES = "error"  # error: stop at the first unreadable image; skip: leave it out and count it

@@ -282,3 +282,49 @@ def test_tokenized_text_lengths_count_real_tokens(backbones):
         assert tokens.input_ids.shape == tokens.attention_mask.shape == (2, backbone.context_length)
         assert (tokens.lengths == torch.tensor([2 + backbone.count_tokens("covid."),
                                                 2 + backbone.count_tokens("a photo of the covid.")])).all()
+
+
+# ---- fidelity settings: each model's own behaviour by default, the reference code's on request ----------------
+
+QUILTNET_HUB_CONFIG = os.path.join(FIXTURES, "quiltnet_open_clip_config.json")
+SIZE_KEYS = {"embed_dim", "layers", "width", "heads", "head_width"}  # the tiny stand-in's own sizes
+
+
+def _activations(model):
+    """The activation module kinds in ``model``."""
+    from open_clip.transformer import QuickGELU
+
+    return {"quick_gelu" if isinstance(m, QuickGELU) else "gelu" for m in model.modules()
+            if isinstance(m, (QuickGELU, torch.nn.GELU))}
+
+
+def _without(config, keys):
+    if isinstance(config, dict):
+        return {k: _without(v, keys) for k, v in config.items() if k not in keys and not k.startswith("_")}
+    return config
+
+
+def test_quiltnet_standin_config_is_the_public_hub_config(standins):
+    from huggingface_hub import hf_hub_download
+
+    from clip_models.standins import open_clip_clip_config
+
+    public = _without(json.load(open(QUILTNET_HUB_CONFIG)), ())
+    assert open_clip_clip_config(full_size=True, quick_gelu=False) == public
+    written = json.load(open(hf_hub_download(standins["quiltnet"], "open_clip_config.json")))
+    assert "quick_gelu" not in written["model_cfg"]
+    assert _without(written, SIZE_KEYS) == _without(public, SIZE_KEYS)
+
+
+def test_quiltnet_runs_gelu_by_default_and_the_setting_switches_activation(backbones, standins):
+    assert _activations(backbones["quiltnet"].model) == {"gelu"}
+    assert _activations(backbones["clip"].model) == {"quick_gelu"}  # OpenAI's config: QuickGELU
+    forced = build_backbone("quiltnet", standins["quiltnet"], {"ACTIVATION": "quick_gelu"})
+    assert _activations(forced.model) == {"quick_gelu"}
+    assert _activations(build_backbone("clip", standins["clip"], {"ACTIVATION": "gelu"}).model) == {"gelu"}
+    # Same weights, other activation: other features.
+    text = ["an H&E image patch of tumor tissue."]
+    with torch.no_grad():
+        assert not torch.allclose(forced.encode_text(text), backbones["quiltnet"].encode_text(text))
+    _assert_one_line_input_error(lambda: build_backbone("quiltnet", standins["quiltnet"], {"ACTIVATION": "relu"}),
+                                 "MODEL.BACKBONE.ACTIVATION", "relu", "quick_gelu")

@@ -137,7 +137,7 @@ class BackdoorTrainer(TrainerX):
 
     # ---- model helpers ------------------------------------------------------------------------
     def build_backbone(self):
-        backbone = build_backbone(self.cfg.MODEL.BACKBONE.NAME, self.cfg.MODEL.BACKBONE.WEIGHTS)
+        backbone = build_backbone(self.cfg.MODEL.BACKBONE.NAME, self.cfg.MODEL.BACKBONE.WEIGHTS, self.cfg.MODEL.BACKBONE)
         check_input_size(self.cfg, backbone.name, backbone.image_size)
         return backbone.to(self.device)
 
