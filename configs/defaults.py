@@ -9,6 +9,9 @@ def extend_cfg(cfg):
     # Each model as its own code builds it; the reference BAPLe code's behaviour on request (docs/FIDELITY.md).
     # A model reads only its own keys (clip_models/README.md).
     cfg.MODEL.BACKBONE.ACTIVATION = "auto"  # clip, quiltnet: auto (the weights' config), quick_gelu or gelu
+    # medclip: own (each prompt encoded as if alone, unpadded) or reference (padded and cut to 25 tokens)
+    cfg.MODEL.BACKBONE.MEDCLIP_PADDING = "own"
+    cfg.MODEL.BACKBONE.MEDCLIP_LOGIT_SCALE_CLAMP = True  # medclip: clamp the logit scale at ln 100, as MedCLIP does
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # CoOp's key, kept so CoOp dataset files merge
     cfg.DATASET.BAD_FILES = "error"  # error: stop at the first unreadable image; skip: leave it out and count it

@@ -36,8 +36,12 @@ def _plip_own(backbone, texts):
 
 
 def _medclip_own(backbone, texts):
-    ids, mask = _hf_ids(backbone, texts)
-    return backbone.model.text_model(input_ids=ids, attention_mask=mask)
+    # MedCLIP's prompt code pads a group to its longest prompt, so a prompt alone is not padded at all.
+    rows = []
+    for text in texts:
+        encoded = backbone.tokenizer([text], return_tensors="pt")
+        rows.append(backbone.model.text_model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]))
+    return torch.cat(rows)
 
 
 # Each model's own text encoding of plain sentences: its library's tokenizer and forward from token ids.
@@ -74,7 +78,7 @@ def test_registry_lists_the_five_backbones_and_rejects_unknown_names():
     with pytest.raises(InputError) as error:
         build_backbone("clipp")
     assert "clipp" in str(error.value) and all(name in str(error.value) for name in BACKBONES)
-    assert clip_models.backbone_class("medclip").exact_under_truncation is False
+    assert clip_models.backbone_class("medclip").exact_under_truncation is True  # its own padding: see below
 
 
 @pytest.mark.parametrize("name", BACKBONES)
@@ -107,8 +111,6 @@ def test_backbone_loads_and_gives_image_and_class_text_features(backbones, name)
 @pytest.mark.parametrize("name", BACKBONES)
 def test_context_set_to_real_words_gives_the_models_own_text_features(backbones, name, position, truncate):
     backbone = backbones[name]
-    if truncate and not backbone.exact_under_truncation:
-        pytest.skip("mean pooling over padding: prompts always run padded")
     ctx = backbone.word_embeddings(" ".join(CONTEXT_WORDS))  # CTX_INIT
     assert ctx.shape == (len(CONTEXT_WORDS), backbone.ctx_dim) and not ctx.requires_grad
     embeddings, tokens = _prompt_embeddings(backbone, ctx, CLASS_NAMES, position)
@@ -328,3 +330,74 @@ def test_quiltnet_runs_gelu_by_default_and_the_setting_switches_activation(backb
         assert not torch.allclose(forced.encode_text(text), backbones["quiltnet"].encode_text(text))
     _assert_one_line_input_error(lambda: build_backbone("quiltnet", standins["quiltnet"], {"ACTIVATION": "relu"}),
                                  "MODEL.BACKBONE.ACTIVATION", "relu", "quick_gelu")
+
+
+MEDCLIP_NAMES = ["covid", "normal lung", "pneumothorax with colorectal adenocarcinoma"]  # 1 to 22 tokens
+
+
+def _medclip_unpadded(backbone, embeddings, tokens):
+    """MedCLIP's own text tower (mean over every position) on each prompt cut to its own length."""
+    return torch.cat([backbone.model.text_model(inputs_embeds=embeddings[i:i + 1, :n],
+                                                attention_mask=tokens.attention_mask[i:i + 1, :n])
+                      for i, n in enumerate(tokens.lengths.tolist())])
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+def test_medclip_prompt_embedding_does_not_depend_on_the_other_prompts(backbones, truncate):
+    backbone = backbones["medclip"]
+    torch.manual_seed(0)
+    ctx = 0.02 * torch.randn(16, backbone.ctx_dim)
+    embeddings, tokens = _prompt_embeddings(backbone, ctx, MEDCLIP_NAMES)
+    backbone.truncate_prompts = truncate
+    try:
+        with torch.no_grad():
+            together = backbone.encode_text_embeddings(embeddings, tokens)
+            alone = backbone.encode_text_embeddings(embeddings[:1], TokenizedText(tokens.input_ids[:1],
+                                                                                   tokens.attention_mask[:1]))
+            own = _medclip_unpadded(backbone, embeddings, tokens)
+            plain = backbone.encode_text(["covid.", "a photo of the colorectal adenocarcinoma epithelium."])
+    finally:
+        backbone.truncate_prompts = True
+    assert tokens.lengths.tolist()[0] < tokens.lengths.tolist()[-1] < backbone.context_length
+    assert (together[0] - alone[0]).abs().max() <= 1e-5
+    assert (together - own).abs().max() <= 1e-5
+    assert (plain - _medclip_own(backbone, ["covid.", "a photo of the colorectal adenocarcinoma epithelium."])
+            ).abs().max() <= 1e-5
+    # MedCLIP's pooling run over the padding instead (the project's former 77-token padding) is not that.
+    with torch.no_grad():
+        padded = backbone.model.text_model(inputs_embeds=embeddings, attention_mask=tokens.attention_mask)
+    assert (padded - own).abs().max() > 1e-3
+
+
+def test_medclip_reference_padding_is_the_reference_codes_25_tokens(standins, backbones):
+    backbone = build_backbone("medclip", standins["medclip"], {"MEDCLIP_PADDING": "reference"})
+    assert backbone.exact_under_truncation is False and backbone.truncate_prompts is False
+    torch.manual_seed(0)
+    ctx = 0.02 * torch.randn(16, backbone.ctx_dim)
+    embeddings, tokens = _prompt_embeddings(backbone, ctx, MEDCLIP_NAMES)
+    prompts = [" ".join([backbone.placeholder] * 16) + f" {name}." for name in MEDCLIP_NAMES]
+    # The reference's call: padded and cut to 25, the last kept token then [SEP].
+    reference = backbone.tokenizer(prompts, padding="max_length", max_length=25, truncation=True, return_tensors="pt")
+    assert torch.equal(tokens.input_ids, reference["input_ids"])
+    assert torch.equal(tokens.attention_mask, reference["attention_mask"])
+    assert tokens.lengths.tolist()[-1] == 25 < 2 + backbone.count_tokens(prompts[-1])  # the long name is cut
+    with torch.no_grad():
+        features = backbone.encode_text_embeddings(embeddings, tokens)
+        by_hand = backbone.model.text_model(inputs_embeds=embeddings, attention_mask=reference["attention_mask"])
+        own = backbones["medclip"].encode_text_embeddings(*_prompt_embeddings(backbones["medclip"], ctx, MEDCLIP_NAMES))
+    assert (features - by_hand).abs().max() <= 1e-6
+    assert (features[:2] - own[:2]).abs().max() > 1e-3  # 25 positions of padding averaged in
+
+
+def test_medclip_logit_scale_clamp_is_a_setting(standins):
+    import math
+
+    clamped = build_backbone("medclip", standins["medclip"])
+    plain = build_backbone("medclip", standins["medclip"], {"MEDCLIP_LOGIT_SCALE_CLAMP": False})
+    for backbone in (clamped, plain):
+        with torch.no_grad():
+            backbone.model.logit_scale.fill_(5.0)
+    assert clamped.logit_scale.item() == pytest.approx(math.log(100))
+    assert plain.logit_scale.item() == pytest.approx(5.0)
+    _assert_one_line_input_error(lambda: build_backbone("medclip", standins["medclip"], {"MEDCLIP_PADDING": "77"}),
+                                 "MODEL.BACKBONE.MEDCLIP_PADDING", "own", "reference")
