@@ -30,7 +30,7 @@ class OpenClipBackboneBase(MedFMBackbone):
 
     def __init__(self, weights="", activation="auto"):
         super().__init__()
-        self.check_options(activation=activation)
+        check_setting("ACTIVATION", activation, tuple(ACTIVATIONS))
         self.weights = weights or self.default_weights
         quick_gelu = ACTIVATIONS[activation]
         overrides = {} if quick_gelu is None else {"quick_gelu": quick_gelu}

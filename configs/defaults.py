@@ -12,6 +12,8 @@ def extend_cfg(cfg):
     # medclip: own (each prompt encoded as if alone, unpadded) or reference (padded and cut to 25 tokens)
     cfg.MODEL.BACKBONE.MEDCLIP_PADDING = "own"
     cfg.MODEL.BACKBONE.MEDCLIP_LOGIT_SCALE_CLAMP = True  # medclip: clamp the logit scale at ln 100, as MedCLIP does
+    # biomedclip: True passes the fixed prompt tokens through BERT's embedding layer twice, as the reference code did
+    cfg.MODEL.BACKBONE.BIOMEDCLIP_DOUBLE_EMBEDDING = False
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # CoOp's key, kept so CoOp dataset files merge
     cfg.DATASET.BAD_FILES = "error"  # error: stop at the first unreadable image; skip: leave it out and count it

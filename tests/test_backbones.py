@@ -401,3 +401,30 @@ def test_medclip_logit_scale_clamp_is_a_setting(standins):
     assert plain.logit_scale.item() == pytest.approx(5.0)
     _assert_one_line_input_error(lambda: build_backbone("medclip", standins["medclip"], {"MEDCLIP_PADDING": "77"}),
                                  "MODEL.BACKBONE.MEDCLIP_PADDING", "own", "reference")
+
+
+def test_biomedclip_double_embedding_is_the_reference_codes_second_pass(standins, backbones):
+    single = backbones["biomedclip"]
+    double = build_backbone("biomedclip", standins["biomedclip"], {"BIOMEDCLIP_DOUBLE_EMBEDDING": True})
+    torch.manual_seed(0)
+    ctx = 0.02 * torch.randn(4, double.ctx_dim)
+    prompts = [" ".join([double.placeholder] * 4) + f" {name}." for name in CLASS_NAMES]
+    tokens = double.tokenize(prompts)
+    bert = double.text.transformer
+    with torch.no_grad():
+        spliced, _ = _prompt_embeddings(double, ctx, CLASS_NAMES)
+        features = double.encode_text_embeddings(spliced, tokens)
+        # By hand: the fixed tokens through the whole embedding layer, the context spliced in, then BertModel
+        # (whose embedding layer is the second pass), pooled and projected as open_clip does.
+        fixed = bert.embeddings(input_ids=tokens.input_ids)
+        prompt = torch.cat([fixed[:, :1], ctx.expand(len(prompts), -1, -1), fixed[:, 5:]], dim=1)
+        out = bert(inputs_embeds=prompt, attention_mask=tokens.attention_mask)
+        by_hand = double.text.proj(double.text.pooler(out, tokens.attention_mask))
+        once = single.encode_text_embeddings(*_prompt_embeddings(single, ctx, CLASS_NAMES))
+        plain = [b.encode_text(["an H&E image patch of tumor tissue."]) for b in (single, double)]
+    assert (features - by_hand).abs().max() <= 1e-5
+    assert (features - once).abs().max() > 1e-3
+    torch.testing.assert_close(plain[0], plain[1])  # plain texts: open_clip's single pass either way
+    _assert_one_line_input_error(
+        lambda: build_backbone("biomedclip", standins["biomedclip"], {"BIOMEDCLIP_DOUBLE_EMBEDDING": "yes"}),
+        "MODEL.BACKBONE.BIOMEDCLIP_DOUBLE_EMBEDDING", "True")
