@@ -1,4 +1,4 @@
-"""Synthetic stand-ins of the six datasets, in their folder layout and with their classes, for tests
+"""Synthetic stand-ins of the seven datasets, in their folder layout and with their classes, for tests
 and the offline demo:
 
     python -m datasets.synthetic --name kather --out ROOT [--train-per-class 32 --test-per-class 20 --size 224 --seed 0]
@@ -28,8 +28,9 @@ from .mimic import MIMIC
 from .pannuke import PanNuke
 from .prepare import common
 from .rsna18 import RSNA18
+from .wsss4luad import WSSS4LUAD
 
-DATASETS = {cls.dataset_dir: cls for cls in (Covid, RSNA18, MIMIC, Kather, PanNuke, DigestPath)}
+DATASETS = {cls.dataset_dir: cls for cls in (Covid, RSNA18, MIMIC, Kather, PanNuke, DigestPath, WSSS4LUAD)}
 SPLITS = ("train", "test")
 # Optical density per unit of stain (RGB), rows haematoxylin and eosin (Ruifrok and Johnston).
 STAINS = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11]], dtype=np.float32)
