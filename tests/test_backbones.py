@@ -428,3 +428,39 @@ def test_biomedclip_double_embedding_is_the_reference_codes_second_pass(standins
     _assert_one_line_input_error(
         lambda: build_backbone("biomedclip", standins["biomedclip"], {"BIOMEDCLIP_DOUBLE_EMBEDDING": "yes"}),
         "MODEL.BACKBONE.BIOMEDCLIP_DOUBLE_EMBEDDING", "True")
+
+
+def test_each_backbone_takes_its_own_settings_from_the_config():
+    from clip_models.registry import backbone_options
+    from configs.defaults import get_cfg
+
+    settings = get_cfg().MODEL.BACKBONE
+    assert backbone_options("quiltnet", settings) == backbone_options("clip", settings) == {"activation": "auto"}
+    assert backbone_options("medclip", settings) == {"padding": "own", "clamp_logit_scale": True}
+    assert backbone_options("biomedclip", settings) == {"double_embedding": False}
+    assert backbone_options("plip", settings) == {}
+    settings.MEDCLIP_PADDING = "25"
+    assert backbone_options("plip", settings) == {}  # not its key
+    _assert_one_line_input_error(lambda: backbone_options("medclip", settings), "MEDCLIP_PADDING", "'25'")
+
+
+@pytest.mark.parametrize("padding", ["own", "reference"])
+def test_medclip_coop_prompts_take_the_chosen_padding(standins, backbones, padding):
+    """CoOp's prompt learner (16 context tokens) gives what the padding setting's encoding gives."""
+    from configs.defaults import get_cfg
+    from trainers.coop import PromptCLIP, PromptLearner
+
+    backbone = backbones["medclip"] if padding == "own" else build_backbone(
+        "medclip", standins["medclip"], {"MEDCLIP_PADDING": padding})
+    cfg = get_cfg()
+    torch.manual_seed(0)
+    learner = PromptLearner(cfg, MEDCLIP_NAMES, backbone)
+    with torch.no_grad():
+        learned = PromptCLIP(backbone, learner).class_embeddings()
+        embeddings, tokens = _prompt_embeddings(backbone, learner.ctx.detach(), MEDCLIP_NAMES)
+        if padding == "own":
+            by_hand = _medclip_unpadded(backbone, embeddings, tokens)
+        else:
+            assert tokens.input_ids.shape[1] == 25
+            by_hand = backbone.model.text_model(inputs_embeds=embeddings, attention_mask=tokens.attention_mask)
+    assert (learned - F.normalize(by_hand, dim=-1)).abs().max() <= 1e-5
