@@ -56,6 +56,7 @@ class BiomedCLIPBackbone(OpenClipBackboneBase):
         return embeddings(input_ids=input_ids) if self.double_embedding else embeddings.word_embeddings(input_ids)
 
     def encode_text(self, texts):
+        # Plain texts: open_clip's single embedding pass, whatever the prompt learners' setting.
         tokens = self.tokenize(texts).to(self._pixel_mean.device)
         return self.encode_text_embeddings(self.text.transformer.embeddings.word_embeddings(tokens.input_ids), tokens)
 

@@ -21,7 +21,7 @@ class OpenClipBackboneBase(MedFMBackbone):
     setting_keys = {"ACTIVATION": "activation"}
 
     @classmethod
-    def check_options(cls, activation="auto", **options):
+    def check_options(cls, activation="auto"):
         check_setting("ACTIVATION", activation, tuple(ACTIVATIONS))
 
     @classmethod
@@ -30,7 +30,7 @@ class OpenClipBackboneBase(MedFMBackbone):
 
     def __init__(self, weights="", activation="auto"):
         super().__init__()
-        check_setting("ACTIVATION", activation, tuple(ACTIVATIONS))
+        OpenClipBackboneBase.check_options(activation)  # subclasses check settings of their own
         self.weights = weights or self.default_weights
         quick_gelu = ACTIVATIONS[activation]
         overrides = {} if quick_gelu is None else {"quick_gelu": quick_gelu}
