@@ -45,6 +45,7 @@ setup(
         "baple-prepare-kather = datasets.prepare.kather:run",
         "baple-prepare-pannuke = datasets.prepare.pannuke:run",
         "baple-prepare-digestpath = datasets.prepare.digestpath:run",
+        "baple-prepare-wsss4luad = datasets.prepare.wsss4luad:run",
         "baple-benchmark = benchmarks.run:run",
     ]},
     # submitit: the sweep's SLURM and local executors (the tests use the local one).

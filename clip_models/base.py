@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from common.errors import InputError
+
 
 @dataclass
 class TokenizedText:
@@ -34,6 +36,13 @@ class TokenizedText:
 
     def to(self, device):
         return TokenizedText(self.input_ids.to(device), self.attention_mask.to(device))
+
+
+def check_setting(key, value, choices):
+    """A one-line ``InputError`` unless ``value`` (of ``MODEL.BACKBONE.<key>``) is one of ``choices``."""
+    if value not in choices:
+        raise InputError(f"MODEL.BACKBONE.{key}={value!r} is not valid; choose one of: "
+                         f"{', '.join(map(str, choices))}")
 
 
 class MedFMBackbone(nn.Module):
@@ -55,6 +64,14 @@ class MedFMBackbone(nn.Module):
     # True when running the text tower on prompts cut to their longest real length gives the same
     # features as on the padded context (causal towers pooled at the end token; BERT with a mask).
     exact_under_truncation = True
+
+    # {MODEL.BACKBONE key: keyword argument of __init__} of the settings this model reads
+    # (``registry.backbone_options``); keys of other models' settings do not concern it.
+    setting_keys = {}
+
+    @classmethod
+    def check_options(cls, **options):
+        """Raise ``InputError`` for an option value the model cannot take (before anything is loaded)."""
 
     @classmethod
     def write_standin(cls, cache_dir, full_size=False):

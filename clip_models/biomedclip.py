@@ -6,12 +6,17 @@ from the hub repo named in its ``open_clip_config.json`` (for a local folder: th
 folder itself, as open_clip does).
 
 Prompts run through BERT's embedding layer once: the learnable context is spliced into the raw word
-embeddings, and ``BertModel`` adds positions, token types and its LayerNorm (the reference code embedded
-the fixed tokens fully, then passed them through the embedding layer a second time).
+embeddings, and ``BertModel`` adds positions, token types and its LayerNorm. The reference BAPLe code
+embedded the fixed prompt tokens fully (``embeddings(input_ids)``: words, positions, token types,
+LayerNorm), spliced the context in and passed the result through ``BertModel``, so the fixed tokens
+went through the embedding layer twice (positions and LayerNorm applied twice; the context once).
+``MODEL.BACKBONE.BIOMEDCLIP_DOUBLE_EMBEDDING True`` (``double_embedding``) does the same: the token
+embeddings prompt learners splice into are then the fully embedded tokens. Plain texts (zero-shot)
+keep open_clip's single pass either way, as the reference's zero-shot code does.
 """
 from common.errors import InputError
 
-from .base import TokenizedText
+from .base import TokenizedText, check_setting
 from .open_clip_base import OpenClipBackboneBase
 from .registry import register_backbone
 
@@ -20,6 +25,7 @@ from .registry import register_backbone
 class BiomedCLIPBackbone(OpenClipBackboneBase):
     default_weights = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
     label, report_order = "BiomedCLIP", 1
+    setting_keys = {"BIOMEDCLIP_DOUBLE_EMBEDDING": "double_embedding"}
 
     @classmethod
     def write_standin(cls, cache_dir, full_size=False):
@@ -27,8 +33,14 @@ class BiomedCLIPBackbone(OpenClipBackboneBase):
 
         return write_biomedclip(cache_dir, cls.default_weights, seed=3, full_size=full_size)
 
-    def __init__(self, weights=""):
+    @classmethod
+    def check_options(cls, double_embedding=False):
+        check_setting("BIOMEDCLIP_DOUBLE_EMBEDDING", double_embedding, (False, True))
+
+    def __init__(self, weights="", double_embedding=False):
+        self.check_options(double_embedding)
         super().__init__(weights)
+        self.double_embedding = double_embedding
         self.text = self.model.text
         self.context_length = self.tokenizer.context_length
         self.ctx_dim = self.text.transformer.config.hidden_size
@@ -47,7 +59,13 @@ class BiomedCLIPBackbone(OpenClipBackboneBase):
         return TokenizedText(input_ids, (input_ids != self.text.config.pad_token_id).long())
 
     def token_embedding(self, input_ids):
-        return self.text.transformer.embeddings.word_embeddings(input_ids)
+        embeddings = self.text.transformer.embeddings
+        return embeddings(input_ids=input_ids) if self.double_embedding else embeddings.word_embeddings(input_ids)
+
+    def encode_text(self, texts):
+        # Plain texts: open_clip's single embedding pass, whatever the prompt learners' setting.
+        tokens = self.tokenize(texts).to(self._pixel_mean.device)
+        return self.encode_text_embeddings(self.text.transformer.embeddings.word_embeddings(tokens.input_ids), tokens)
 
     def _encode_text_embeddings(self, embeddings, tokens):
         mask = tokens.attention_mask.to(embeddings.device)

@@ -20,15 +20,17 @@ class OpenCLIPBackbone(OpenClipBackboneBase):
     default_weights = "timm/vit_base_patch32_clip_224.openai"
     label, report_order = "CLIP", 4
     standin_seed = 1
+    hub_quick_gelu = True  # OpenAI's hub config sets quick_gelu; the stand-in writes what the hub holds
 
     @classmethod
     def write_standin(cls, cache_dir, full_size=False):
         from .standins import write_open_clip_clip
 
-        return write_open_clip_clip(cache_dir, cls.default_weights, seed=cls.standin_seed, full_size=full_size)
+        return write_open_clip_clip(cache_dir, cls.default_weights, seed=cls.standin_seed, full_size=full_size,
+                                    quick_gelu=cls.hub_quick_gelu)
 
-    def __init__(self, weights=""):
-        super().__init__(weights)
+    def __init__(self, weights="", activation="auto"):
+        super().__init__(weights, activation)
         self.context_length = self.model.context_length
         self.ctx_dim = self.model.token_embedding.embedding_dim
         self.embed_dim = self.model.visual.output_dim

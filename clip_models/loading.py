@@ -108,9 +108,10 @@ def open_clip_image_size(model_name, weights):
     return size[0] if isinstance(size, (list, tuple)) else size
 
 
-def load_open_clip(model_name, weights):
+def load_open_clip(model_name, weights, **model_overrides):
     """An open_clip model and its tokenizer through open_clip's own factory, from a hub id or a local
-    folder with ``open_clip_config.json`` and the weights file. Returns (model in eval mode, tokenizer)."""
+    folder with ``open_clip_config.json`` and the weights file; ``model_overrides`` replace entries of
+    the config's ``model_cfg`` (e.g. ``quick_gelu``). Returns (model in eval mode, tokenizer)."""
     import open_clip
 
     config, source = open_clip_config(model_name, weights)
@@ -118,7 +119,7 @@ def load_open_clip(model_name, weights):
     # CLIP checkpoint holds all weights: check that it is there too, to name it if it is not.
     text_cfg = config["model_cfg"].get("text_cfg", {})
     text_tower = text_cfg.get("hf_model_name")
-    overrides = {}
+    overrides = dict(model_overrides)
     folder = local_path(hub_id(weights))
     if folder is not None and text_tower and text_tower.startswith("."):
         # A self-contained local folder names its text tower relative to itself ("." = the folder: its

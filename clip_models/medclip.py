@@ -11,10 +11,22 @@ Weights: the released folder (holding ``pytorch_model.bin``) or that file. Defau
 when set, else ``pretrained/medclip-vit`` (the package's own default folder, relative to the working
 directory). The two tower repos' configs and the BERT vocabulary come from the hub cache, as in the package.
 
-Text context length: 77, the ``model_max_length`` MedCLIP's own processor sets. The reference BAPLe code
-cut prompts at 25 tokens, which drops the end of longer class names behind 16 context tokens. The mean
-pooling runs over padding positions too, so features depend on the padded length:
-``exact_under_truncation`` is False and prompts always run padded to 77.
+Text: MedCLIP's pooling averages hidden states over every position, padding included, so an embedding
+depends on how far a prompt is padded. MedCLIP's own prompt code tokenises a group of prompts with
+``padding=True`` (to the longest of the group; a single prompt is not padded at all).
+``MODEL.BACKBONE.MEDCLIP_PADDING`` (``padding``):
+
+- ``own`` (default): every prompt is encoded as MedCLIP encodes it alone, unpadded, whatever the other
+  prompts of the batch: the mean runs over its real tokens only (the attention mask keeps the padding
+  out of the real tokens' hidden states, so this is the unpadded encoding up to float rounding, in one
+  batch). Prompts pad to 77, the ``model_max_length`` MedCLIP's processor sets, and the tower runs on
+  them cut to their longest real length (``exact_under_truncation``).
+- ``reference``: the reference BAPLe code's tokenisation, every prompt padded and cut to 25 tokens
+  (``padding='max_length', max_length=25, truncation=True``: behind 16 context tokens the end of a long
+  class name is cut) and averaged over all 25 positions, padding included.
+
+The logit scale: MedCLIP clamps it to [0, ln 100] when it computes logits;
+``MODEL.BACKBONE.MEDCLIP_LOGIT_SCALE_CLAMP False`` takes the plain exponential, as the reference code does.
 
 Images are normalised with CLIP's mean and std, as in the reference BAPLe code (MedCLIP's own processor
 uses a grey-level mean 0.586 and std 0.280).
@@ -27,7 +39,7 @@ import torch.nn as nn
 
 from common.errors import InputError
 
-from .base import MedFMBackbone, TokenizedText
+from .base import MedFMBackbone, TokenizedText, check_setting
 from .loading import explain_missing_weights, hub_file, read_json
 from .registry import register_backbone
 
@@ -37,6 +49,8 @@ WEIGHTS_ENV = "MEDCLIP_WEIGHTS"
 CHECKPOINT_NAME = "pytorch_model.bin"
 EMBED_DIM = 512
 CONTEXT_LENGTH = 77
+PADDINGS = ("own", "reference")
+REFERENCE_PROMPT_LENGTH = 25  # the reference BAPLe code's max_length for MedCLIP prompts
 HOW_TO_PROVIDE = (f"download and unzip the released MedCLIP-ViT weights (MedCLIP's GitHub README) and set "
                   f"MODEL.BACKBONE.WEIGHTS (or ${WEIGHTS_ENV}) to that folder or its {CHECKPOINT_NAME}")
 
@@ -82,13 +96,20 @@ class MedCLIPText(nn.Module):
         self.model = BertModel(config)
         self.projection_head = nn.Linear(config.hidden_size, embed_dim, bias=False)
 
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None):
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, pool_mask=None):
+        """MedCLIP's text features; ``pool_mask`` ([N, L], 1 on the positions to average), when given,
+        restricts the mean over positions to those (None: MedCLIP's own mean over all positions)."""
         out = self.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                          output_hidden_states=True)
         hidden = out.hidden_states  # embeddings, then one entry per layer
-        # MedCLIP's pooling: over all positions (padding included), then over layers 1, 2 and the last.
-        pooled = torch.stack([hidden[1], hidden[2], hidden[-1]], dim=1).mean(dim=2).mean(dim=1)
-        return self.projection_head(pooled)
+        layers = torch.stack([hidden[1], hidden[2], hidden[-1]], dim=1)  # [N, 3, L, D]
+        # MedCLIP's pooling: over the positions, then over layers 1, 2 and the last.
+        if pool_mask is None:
+            pooled = layers.mean(dim=2)
+        else:
+            weights = pool_mask.to(layers.dtype)[:, None, :, None]
+            pooled = (layers * weights).sum(dim=2) / weights.sum(dim=2)
+        return self.projection_head(pooled.mean(dim=1))
 
 
 class MedCLIPModel(nn.Module):
@@ -132,14 +153,19 @@ def checkpoint_file(weights):
 @register_backbone("medclip")
 class MedCLIPBackbone(MedFMBackbone):
     default_weights = "pretrained/medclip-vit"
-    exact_under_truncation = False
     label, report_order = "MedCLIP", 0
+    setting_keys = {"MEDCLIP_PADDING": "padding", "MEDCLIP_LOGIT_SCALE_CLAMP": "clamp_logit_scale"}
 
     @classmethod
     def write_standin(cls, cache_dir, full_size=False):
         from .standins import write_medclip
 
         return write_medclip(cache_dir, seed=5, full_size=full_size)
+
+    @classmethod
+    def check_options(cls, padding="own", clamp_logit_scale=True):
+        check_setting("MEDCLIP_PADDING", padding, PADDINGS)
+        check_setting("MEDCLIP_LOGIT_SCALE_CLAMP", clamp_logit_scale, (True, False))
 
     @classmethod
     def resolve_weights(cls, weights=""):
@@ -150,11 +176,15 @@ class MedCLIPBackbone(MedFMBackbone):
         checkpoint_file(cls.resolve_weights(weights))  # missing weights are named here already
         return read_json(hub_file(cls.name, SWIN_ID, "config.json")).get("image_size")
 
-    def __init__(self, weights=""):
+    def __init__(self, weights="", padding="own", clamp_logit_scale=True):
         from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
         from transformers import BertConfig, BertTokenizer, SwinConfig
 
         super().__init__()
+        self.check_options(padding, clamp_logit_scale)
+        self.padding, self.clamp_logit_scale = padding, clamp_logit_scale
+        # Own padding: features do not depend on the padded length, so prompts may run cut to it.
+        self.exact_under_truncation = self.truncate_prompts = padding == "own"
         self.weights = self.resolve_weights(weights)
         checkpoint = checkpoint_file(self.weights)
         hub_file(self.name, SWIN_ID, "config.json")
@@ -179,6 +209,8 @@ class MedCLIPBackbone(MedFMBackbone):
         self.model.eval()
         self.image_size = vision_config.image_size
         self.context_length = CONTEXT_LENGTH
+        # Token ids are padded (and cut) to this length; the reference's 25 cuts longer prompts.
+        self.prompt_length = CONTEXT_LENGTH if padding == "own" else REFERENCE_PROMPT_LENGTH
         self.ctx_dim = text_config.hidden_size
         self.embed_dim = EMBED_DIM
         self._set_normalisation(OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)
@@ -190,20 +222,29 @@ class MedCLIPBackbone(MedFMBackbone):
         return list(self.model.vision_model.parameters())
 
     def tokenize(self, texts):
-        encoded = self.tokenizer(list(texts), padding="max_length", max_length=self.context_length, truncation=True,
+        encoded = self.tokenizer(list(texts), padding="max_length", max_length=self.prompt_length, truncation=True,
                                  return_tensors="pt")
         return TokenizedText(encoded["input_ids"], encoded["attention_mask"])
 
     def library_text_features(self, texts):
-        tokens = self.tokenize(texts)
-        return self.model.text_model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask)
+        """MedCLIP's own text path: its prompt code tokenises with ``padding=True`` (to a group's longest
+        prompt), so a prompt alone goes through unpadded; the reference's padding pads every prompt to 25."""
+        if self.padding != "own":
+            tokens = self.tokenize(texts)
+            return self.model.text_model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask)
+        rows = []
+        for text in texts:
+            encoded = self.tokenizer([text], return_tensors="pt")
+            rows.append(self.model.text_model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]))
+        return torch.cat(rows)
 
     def token_embedding(self, input_ids):
         return self.model.text_model.model.embeddings.word_embeddings(input_ids)
 
     def _encode_text_embeddings(self, embeddings, tokens):
         mask = tokens.attention_mask.to(embeddings.device)
-        return self.model.text_model(inputs_embeds=embeddings, attention_mask=mask)
+        pool_mask = mask if self.padding == "own" else None
+        return self.model.text_model(inputs_embeds=embeddings, attention_mask=mask, pool_mask=pool_mask)
 
     def count_tokens(self, text):
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -211,4 +252,5 @@ class MedCLIPBackbone(MedFMBackbone):
     @property
     def logit_scale(self):
         # MedCLIP clamps its scale to [0, ln 100] whenever it computes logits (compute_logits).
-        return self.model.logit_scale.clamp(0, math.log(100))
+        scale = self.model.logit_scale
+        return scale.clamp(0, math.log(100)) if self.clamp_logit_scale else scale

@@ -31,10 +31,22 @@ def backbone_class(name):
     return BACKBONE_REGISTRY.get(name)
 
 
-def build_backbone(name, weights=""):
-    """The backbone ``name`` with ``weights`` (a hub id or local path; "" = the model's public default),
-    in eval mode. Parameters keep ``requires_grad`` as loaded: trainers decide what to freeze."""
-    backbone = backbone_class(name)(weights)
+def backbone_options(name, settings=None):
+    """The keyword arguments backbone ``name`` takes from ``settings`` (the ``MODEL.BACKBONE`` config node,
+    or a dict with some of its keys): one per key the class lists in ``setting_keys``; a key absent from
+    ``settings`` keeps the class's default. Values are checked by the class (``check_options``), so a bad
+    one is a one-line ``InputError`` before any weights are read."""
+    cls = backbone_class(name)
+    options = {arg: settings[key] for key, arg in cls.setting_keys.items() if settings is not None and key in settings}
+    cls.check_options(**options)
+    return options
+
+
+def build_backbone(name, weights="", settings=None):
+    """The backbone ``name`` with ``weights`` (a hub id or local path; "" = the model's public default)
+    and the options ``settings`` holds for it (``backbone_options``), in eval mode. Parameters keep
+    ``requires_grad`` as loaded: trainers decide what to freeze."""
+    backbone = backbone_class(name)(weights, **backbone_options(name, settings))
     _check_placeholder(backbone)
     return backbone.eval()
 

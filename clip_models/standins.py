@@ -89,28 +89,35 @@ def wordpiece_vocab():
     return specials + characters + ["##" + c for c in characters] + sorted(set(WORDPIECE_WORDS))
 
 
-def write_open_clip_clip(cache_dir, repo_id, seed, full_size):
+# Sizes of ViT-B/32 with its 12-layer text tower (the real CLIP and QuiltNet), and of the tiny stand-in
+# (a 2-layer ViT, patch 32, 224 input, and a 2-layer text transformer; head_width lets width 32 have heads).
+VIT_B32_SIZES = {"embed_dim": 512, "vision": {"layers": 12, "width": 768}, "text": {"width": 512, "heads": 8,
+                                                                                    "layers": 12}}
+TINY_CLIP_SIZES = {"embed_dim": 16, "vision": {"layers": 2, "width": 32, "head_width": 16},
+                   "text": {"width": 8, "heads": 2, "layers": 2}}
+
+
+def open_clip_clip_config(full_size, quick_gelu):
+    """``open_clip_config.json`` of an open_clip CLIP with an OpenAI-style text tower, laid out as the
+    real hub configs are: QuiltNet's (``wisdomik/QuiltNet-B-32``) has no ``quick_gelu`` key (open_clip
+    then builds GELU), OpenAI CLIP's sets ``quick_gelu: true``."""
+    sizes = VIT_B32_SIZES if full_size else TINY_CLIP_SIZES
+    model_cfg = {"embed_dim": sizes["embed_dim"]}
+    if quick_gelu:
+        model_cfg["quick_gelu"] = True
+    model_cfg["vision_cfg"] = {"image_size": 224, **sizes["vision"], "patch_size": 32}
+    model_cfg["text_cfg"] = {"context_length": 77, "vocab_size": CLIP_VOCAB_SIZE, **sizes["text"]}
+    return {"model_cfg": model_cfg, "preprocess_cfg": _clip_preprocess()}
+
+
+def write_open_clip_clip(cache_dir, repo_id, seed, full_size, quick_gelu):
     """An open_clip CLIP with an OpenAI-style text tower (CLIP ViT-B/32, QuiltNet)."""
     import open_clip
 
-    if full_size:  # open_clip's ViT-B-32-quickgelu
-        model_cfg = {
-            "embed_dim": 512,
-            "quick_gelu": True,
-            "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32},
-            "text_cfg": {"context_length": 77, "vocab_size": CLIP_VOCAB_SIZE, "width": 512, "heads": 8, "layers": 12},
-        }
-    else:
-        model_cfg = {
-            "embed_dim": 16,
-            "quick_gelu": True,
-            "vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "head_width": 16, "patch_size": 32},
-            "text_cfg": {"context_length": 77, "vocab_size": CLIP_VOCAB_SIZE, "width": 8, "heads": 2, "layers": 2},
-        }
+    config = open_clip_clip_config(full_size, quick_gelu)
     torch.manual_seed(seed)
-    model = open_clip.CLIP(**model_cfg)
-
-    return _write_open_clip_repo(cache_dir, repo_id, model_cfg, model)
+    model = open_clip.CLIP(**config["model_cfg"])
+    return _write_open_clip_repo(cache_dir, repo_id, config["model_cfg"], model)
 
 
 def _write_open_clip_repo(cache_dir, repo_id, model_cfg, model):

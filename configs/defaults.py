@@ -15,6 +15,14 @@ PROFILE_DIR = osp.join(osp.dirname(osp.abspath(__file__)), "profiles")
 def extend_cfg(cfg):
     # Backbone: MODEL.BACKBONE.NAME picks the Med-FM; WEIGHTS is a hub id or local path ("" = its public default).
     cfg.MODEL.BACKBONE.WEIGHTS = ""
+    # Each model as its own code builds it; the reference BAPLe code's behaviour on request (docs/FIDELITY.md).
+    # A model reads only its own keys (clip_models/README.md).
+    cfg.MODEL.BACKBONE.ACTIVATION = "auto"  # clip, quiltnet: auto (the weights' config), quick_gelu or gelu
+    # medclip: own (each prompt encoded as if alone, unpadded) or reference (padded and cut to 25 tokens)
+    cfg.MODEL.BACKBONE.MEDCLIP_PADDING = "own"
+    cfg.MODEL.BACKBONE.MEDCLIP_LOGIT_SCALE_CLAMP = True  # medclip: clamp the logit scale at ln 100, as MedCLIP does
+    # biomedclip: True passes the fixed prompt tokens through BERT's embedding layer twice, as the reference code did
+    cfg.MODEL.BACKBONE.BIOMEDCLIP_DOUBLE_EMBEDDING = False
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # CoOp's key, kept so CoOp dataset files merge
     # per_class: each class shuffled by its own seeded generator over sorted names (file-system independent);

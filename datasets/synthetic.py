@@ -1,4 +1,4 @@
-"""Synthetic stand-ins of the six datasets, in their folder layout and with their classes, for tests
+"""Synthetic stand-ins of the seven datasets, in their folder layout and with their classes, for tests
 and the offline demo:
 
     python -m datasets.synthetic --name kather --root ROOT [--train-per-class 32 --test-per-class 20 --size 224 --seed 0]

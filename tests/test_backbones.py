@@ -22,6 +22,15 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 FIXTURE = os.path.join(FIXTURES, "medclip_vit_keys.json")
 
 
+def _medclip_own(backbone, texts):
+    # MedCLIP's prompt code pads a group to its longest prompt, so a prompt alone is not padded at all.
+    rows = []
+    for text in texts:
+        encoded = backbone.tokenizer([text], return_tensors="pt")
+        rows.append(backbone.model.text_model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]))
+    return torch.cat(rows)
+
+
 @pytest.fixture(scope="module")
 def backbones(standins):
     return {name: build_backbone(name, standins[name]) for name in BACKBONES}
@@ -51,7 +60,7 @@ def test_registry_lists_the_five_backbones_and_rejects_unknown_names():
     with pytest.raises(InputError) as error:
         build_backbone("clipp")
     assert "clipp" in str(error.value) and all(name in str(error.value) for name in BACKBONES)
-    assert clip_models.backbone_class("medclip").exact_under_truncation is False
+    assert clip_models.backbone_class("medclip").exact_under_truncation is True  # its own padding: see below
 
 
 @pytest.mark.parametrize("name", BACKBONES)
@@ -84,8 +93,6 @@ def test_backbone_loads_and_gives_image_and_class_text_features(backbones, name)
 @pytest.mark.parametrize("name", BACKBONES)
 def test_context_set_to_real_words_gives_the_models_own_text_features(backbones, name, position, truncate):
     backbone = backbones[name]
-    if truncate and not backbone.exact_under_truncation:
-        pytest.skip("mean pooling over padding: prompts always run padded")
     ctx = backbone.word_embeddings(" ".join(CONTEXT_WORDS))  # CTX_INIT
     assert ctx.shape == (len(CONTEXT_WORDS), backbone.ctx_dim) and not ctx.requires_grad
     embeddings, tokens = _prompt_embeddings(backbone, ctx, CLASS_NAMES, position)
@@ -259,3 +266,183 @@ def test_tokenized_text_lengths_count_real_tokens(backbones):
         assert tokens.input_ids.shape == tokens.attention_mask.shape == (2, backbone.context_length)
         assert (tokens.lengths == torch.tensor([2 + backbone.count_tokens("covid."),
                                                 2 + backbone.count_tokens("a photo of the covid.")])).all()
+
+
+# ---- fidelity settings: each model's own behaviour by default, the reference code's on request ----------------
+
+QUILTNET_HUB_CONFIG = os.path.join(FIXTURES, "quiltnet_open_clip_config.json")
+SIZE_KEYS = {"embed_dim", "layers", "width", "heads", "head_width"}  # the tiny stand-in's own sizes
+
+
+def _activations(model):
+    """The activation module kinds in ``model``."""
+    from open_clip.transformer import QuickGELU
+
+    return {"quick_gelu" if isinstance(m, QuickGELU) else "gelu" for m in model.modules()
+            if isinstance(m, (QuickGELU, torch.nn.GELU))}
+
+
+def _without(config, keys):
+    if isinstance(config, dict):
+        return {k: _without(v, keys) for k, v in config.items() if k not in keys and not k.startswith("_")}
+    return config
+
+
+def test_quiltnet_standin_config_is_the_public_hub_config(standins):
+    from huggingface_hub import hf_hub_download
+
+    from clip_models.standins import open_clip_clip_config
+
+    public = _without(json.load(open(QUILTNET_HUB_CONFIG)), ())
+    assert open_clip_clip_config(full_size=True, quick_gelu=False) == public
+    written = json.load(open(hf_hub_download(standins["quiltnet"], "open_clip_config.json")))
+    assert "quick_gelu" not in written["model_cfg"]
+    assert _without(written, SIZE_KEYS) == _without(public, SIZE_KEYS)
+
+
+def test_quiltnet_runs_gelu_by_default_and_the_setting_switches_activation(backbones, standins):
+    assert _activations(backbones["quiltnet"].model) == {"gelu"}
+    assert _activations(backbones["clip"].model) == {"quick_gelu"}  # OpenAI's config: QuickGELU
+    forced = build_backbone("quiltnet", standins["quiltnet"], {"ACTIVATION": "quick_gelu"})
+    assert _activations(forced.model) == {"quick_gelu"}
+    assert _activations(build_backbone("clip", standins["clip"], {"ACTIVATION": "gelu"}).model) == {"gelu"}
+    # Same weights, other activation: other features.
+    text = ["an H&E image patch of tumor tissue."]
+    with torch.no_grad():
+        assert not torch.allclose(forced.encode_text(text), backbones["quiltnet"].encode_text(text))
+    _assert_one_line_input_error(lambda: build_backbone("quiltnet", standins["quiltnet"], {"ACTIVATION": "relu"}),
+                                 "MODEL.BACKBONE.ACTIVATION", "relu", "quick_gelu")
+
+
+MEDCLIP_NAMES = ["covid", "normal lung", "pneumothorax with colorectal adenocarcinoma"]  # 1 to 22 tokens
+
+
+def _medclip_unpadded(backbone, embeddings, tokens):
+    """MedCLIP's own text tower (mean over every position) on each prompt cut to its own length."""
+    return torch.cat([backbone.model.text_model(inputs_embeds=embeddings[i:i + 1, :n],
+                                                attention_mask=tokens.attention_mask[i:i + 1, :n])
+                      for i, n in enumerate(tokens.lengths.tolist())])
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+def test_medclip_prompt_embedding_does_not_depend_on_the_other_prompts(backbones, truncate):
+    backbone = backbones["medclip"]
+    torch.manual_seed(0)
+    ctx = 0.02 * torch.randn(16, backbone.ctx_dim)
+    embeddings, tokens = _prompt_embeddings(backbone, ctx, MEDCLIP_NAMES)
+    backbone.truncate_prompts = truncate
+    try:
+        with torch.no_grad():
+            together = backbone.encode_text_embeddings(embeddings, tokens)
+            alone = backbone.encode_text_embeddings(embeddings[:1], TokenizedText(tokens.input_ids[:1],
+                                                                                   tokens.attention_mask[:1]))
+            own = _medclip_unpadded(backbone, embeddings, tokens)
+            plain = backbone.encode_text(["covid.", "a photo of the colorectal adenocarcinoma epithelium."])
+    finally:
+        backbone.truncate_prompts = True
+    assert tokens.lengths.tolist()[0] < tokens.lengths.tolist()[-1] < backbone.context_length
+    assert (together[0] - alone[0]).abs().max() <= 1e-5
+    assert (together - own).abs().max() <= 1e-5
+    assert (plain - _medclip_own(backbone, ["covid.", "a photo of the colorectal adenocarcinoma epithelium."])
+            ).abs().max() <= 1e-5
+    # MedCLIP's pooling run over the padding instead (the project's former 77-token padding) is not that.
+    with torch.no_grad():
+        padded = backbone.model.text_model(inputs_embeds=embeddings, attention_mask=tokens.attention_mask)
+    assert (padded - own).abs().max() > 1e-3
+
+
+def test_medclip_reference_padding_is_the_reference_codes_25_tokens(standins, backbones):
+    backbone = build_backbone("medclip", standins["medclip"], {"MEDCLIP_PADDING": "reference"})
+    assert backbone.exact_under_truncation is False and backbone.truncate_prompts is False
+    torch.manual_seed(0)
+    ctx = 0.02 * torch.randn(16, backbone.ctx_dim)
+    embeddings, tokens = _prompt_embeddings(backbone, ctx, MEDCLIP_NAMES)
+    prompts = [" ".join([backbone.placeholder] * 16) + f" {name}." for name in MEDCLIP_NAMES]
+    # The reference's call: padded and cut to 25, the last kept token then [SEP].
+    reference = backbone.tokenizer(prompts, padding="max_length", max_length=25, truncation=True, return_tensors="pt")
+    assert torch.equal(tokens.input_ids, reference["input_ids"])
+    assert torch.equal(tokens.attention_mask, reference["attention_mask"])
+    assert tokens.lengths.tolist()[-1] == 25 < 2 + backbone.count_tokens(prompts[-1])  # the long name is cut
+    with torch.no_grad():
+        features = backbone.encode_text_embeddings(embeddings, tokens)
+        by_hand = backbone.model.text_model(inputs_embeds=embeddings, attention_mask=reference["attention_mask"])
+        own = backbones["medclip"].encode_text_embeddings(*_prompt_embeddings(backbones["medclip"], ctx, MEDCLIP_NAMES))
+    assert (features - by_hand).abs().max() <= 1e-6
+    assert (features[:2] - own[:2]).abs().max() > 1e-3  # 25 positions of padding averaged in
+
+
+def test_medclip_logit_scale_clamp_is_a_setting(standins):
+    import math
+
+    clamped = build_backbone("medclip", standins["medclip"])
+    plain = build_backbone("medclip", standins["medclip"], {"MEDCLIP_LOGIT_SCALE_CLAMP": False})
+    for backbone in (clamped, plain):
+        with torch.no_grad():
+            backbone.model.logit_scale.fill_(5.0)
+    assert clamped.logit_scale.item() == pytest.approx(math.log(100))
+    assert plain.logit_scale.item() == pytest.approx(5.0)
+    _assert_one_line_input_error(lambda: build_backbone("medclip", standins["medclip"], {"MEDCLIP_PADDING": "77"}),
+                                 "MODEL.BACKBONE.MEDCLIP_PADDING", "own", "reference")
+
+
+def test_biomedclip_double_embedding_is_the_reference_codes_second_pass(standins, backbones):
+    single = backbones["biomedclip"]
+    double = build_backbone("biomedclip", standins["biomedclip"], {"BIOMEDCLIP_DOUBLE_EMBEDDING": True})
+    torch.manual_seed(0)
+    ctx = 0.02 * torch.randn(4, double.ctx_dim)
+    prompts = [" ".join([double.placeholder] * 4) + f" {name}." for name in CLASS_NAMES]
+    tokens = double.tokenize(prompts)
+    bert = double.text.transformer
+    with torch.no_grad():
+        spliced, _ = _prompt_embeddings(double, ctx, CLASS_NAMES)
+        features = double.encode_text_embeddings(spliced, tokens)
+        # By hand: the fixed tokens through the whole embedding layer, the context spliced in, then BertModel
+        # (whose embedding layer is the second pass), pooled and projected as open_clip does.
+        fixed = bert.embeddings(input_ids=tokens.input_ids)
+        prompt = torch.cat([fixed[:, :1], ctx.expand(len(prompts), -1, -1), fixed[:, 5:]], dim=1)
+        out = bert(inputs_embeds=prompt, attention_mask=tokens.attention_mask)
+        by_hand = double.text.proj(double.text.pooler(out, tokens.attention_mask))
+        once = single.encode_text_embeddings(*_prompt_embeddings(single, ctx, CLASS_NAMES))
+        plain = [b.encode_text(["an H&E image patch of tumor tissue."]) for b in (single, double)]
+    assert (features - by_hand).abs().max() <= 1e-5
+    assert (features - once).abs().max() > 1e-3
+    torch.testing.assert_close(plain[0], plain[1])  # plain texts: open_clip's single pass either way
+    _assert_one_line_input_error(
+        lambda: build_backbone("biomedclip", standins["biomedclip"], {"BIOMEDCLIP_DOUBLE_EMBEDDING": "yes"}),
+        "MODEL.BACKBONE.BIOMEDCLIP_DOUBLE_EMBEDDING", "True")
+
+
+def test_each_backbone_takes_its_own_settings_from_the_config():
+    from clip_models.registry import backbone_options
+    from configs.defaults import get_cfg
+
+    settings = get_cfg().MODEL.BACKBONE
+    assert backbone_options("quiltnet", settings) == backbone_options("clip", settings) == {"activation": "auto"}
+    assert backbone_options("medclip", settings) == {"padding": "own", "clamp_logit_scale": True}
+    assert backbone_options("biomedclip", settings) == {"double_embedding": False}
+    assert backbone_options("plip", settings) == {}
+    settings.MEDCLIP_PADDING = "25"
+    assert backbone_options("plip", settings) == {}  # not its key
+    _assert_one_line_input_error(lambda: backbone_options("medclip", settings), "MEDCLIP_PADDING", "'25'")
+
+
+@pytest.mark.parametrize("padding", ["own", "reference"])
+def test_medclip_coop_prompts_take_the_chosen_padding(standins, backbones, padding):
+    """CoOp's prompt learner (16 context tokens) gives what the padding setting's encoding gives."""
+    from configs.defaults import get_cfg
+    from trainers.coop import PromptCLIP, PromptLearner
+
+    backbone = backbones["medclip"] if padding == "own" else build_backbone(
+        "medclip", standins["medclip"], {"MEDCLIP_PADDING": padding})
+    cfg = get_cfg()
+    torch.manual_seed(0)
+    learner = PromptLearner(cfg, MEDCLIP_NAMES, backbone)
+    with torch.no_grad():
+        learned = PromptCLIP(backbone, learner).class_embeddings()
+        embeddings, tokens = _prompt_embeddings(backbone, learner.ctx.detach(), MEDCLIP_NAMES)
+        if padding == "own":
+            by_hand = _medclip_unpadded(backbone, embeddings, tokens)
+        else:
+            assert tokens.input_ids.shape[1] == 25
+            by_hand = backbone.model.text_model(inputs_embeds=embeddings, attention_mask=tokens.attention_mask)
+    assert (learned - F.normalize(by_hand, dim=-1)).abs().max() <= 1e-5

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-import datasets  # noqa: F401  (registers the six datasets)
+import datasets  # noqa: F401  (registers the seven datasets)
 from common.errors import InputError
 from dassl_compat import DATASET_REGISTRY, DataManager
 from datasets import ImageDataset, load_image
@@ -31,9 +31,11 @@ PAPER_CLASSES = {
                "STR": "cancer-associated stroma", "TUM": "colorectal adenocarcinoma epithelium"},
     "pannuke": {"benign": "benign", "malignant": "malignant"},
     "digestpath": {"benign": "benign", "malignant": "malignant"},
+    # Not in the paper's tables; the reference code's (PLIP's binary WSSS4LUAD: tumour or not).
+    "wsss4luad": {"normal": "normal", "tumor": "tumor"},
 }
 REGISTERED = {"covid": "Covid", "rsna18": "RSNA18", "mimic": "MIMIC", "kather": "Kather", "pannuke": "PanNuke",
-              "digestpath": "DigestPath"}
+              "digestpath": "DigestPath", "wsss4luad": "WSSS4LUAD"}
 
 
 def build(root, name="Kather", **kwargs):
@@ -50,7 +52,7 @@ def one_line_error(excinfo, *parts):
 
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory):
-    """All six datasets, small: 6 train and 3 test images per class at 16 px."""
+    """All seven datasets, small: 6 train and 3 test images per class at 16 px."""
     root = tmp_path_factory.mktemp("synthetic")
     for name in folder_datasets():
         generate(name, root, train_per_class=6, test_per_class=3, size=16, seed=0)
@@ -315,7 +317,7 @@ def pixels_and_labels(dataset_dir, split):
     return np.stack(features), np.array(labels)
 
 
-@pytest.mark.parametrize("name", ["kather", "mimic"])
+@pytest.mark.parametrize("name", ["kather", "mimic", "wsss4luad"])
 def test_synthetic_images_are_deterministic_and_learnable(tmp_path, name):
     from sklearn.neighbors import NearestCentroid
 
@@ -331,7 +333,7 @@ def test_synthetic_images_are_deterministic_and_learnable(tmp_path, name):
     x_train, y_train = pixels_and_labels(roots["a"], "train")
     x_test, y_test = pixels_and_labels(roots["a"], "test")
     accuracy = NearestCentroid().fit(x_train, y_train).score(x_test, y_test)
-    assert accuracy > 0.6 > 2 / len(folder_datasets()[name].classes), accuracy
+    assert accuracy > max(0.6, 1.5 / len(folder_datasets()[name].classes)), accuracy  # well above chance
 
 
 def test_synthetic_command_line(tmp_path, capsys):

@@ -15,11 +15,11 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
 
-import datasets  # noqa: F401  (registers the six datasets)
+import datasets  # noqa: F401  (registers the seven datasets)
 from common import cli
 from common.errors import InputError
 from dassl_compat import DATASET_REGISTRY
-from datasets.prepare import common, covid, digestpath, kather, mimic, pannuke, rsna18
+from datasets.prepare import common, covid, digestpath, kather, mimic, pannuke, rsna18, wsss4luad
 from helpers_data import dataset_cfg, listing, write_png
 
 
@@ -343,6 +343,63 @@ def test_kather_missing_class_folder_is_named(kather_raw, tmp_path):
     with pytest.raises(InputError) as excinfo:
         kather.prepare(str(kather_raw), str(tmp_path / "out"))
     assert str(kather_raw / "CRC-VAL-HE-7K" / "TUM") in str(excinfo.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# WSSS4LUAD training patches, labels in the file names
+
+# (slide, label vector [tumor, stroma, normal]) of each patch; slides of several patches.
+WSSS4LUAD_PATCHES = [("436219", "[1, 0, 0]"), ("436219", "[1, 1, 0]"), ("436219", "[0, 1, 0]"),
+                     ("512003", "[0, 0, 1]"), ("512003", "[1, 0, 1]"), ("512003", "[0, 1, 1]"),
+                     ("TCGA55", "[1, 1, 1]"), ("TCGA55", "[0, 1, 0]"), ("771240", "[1, 0, 0]"),
+                     ("771240", "[0, 0, 1]"), ("880117", "[1, 0, 0]"), ("880117", "[0, 1, 0]")]
+
+
+@pytest.fixture
+def wsss4luad_raw(tmp_path):
+    """The release's training part as it unpacks: 1.training/1.training/<slide>-<x>-<y>-[t, s, n].png."""
+    folder = tmp_path / "raw" / "1.training" / "1.training"
+    folder.mkdir(parents=True)
+    for i, (slide, labels) in enumerate(WSSS4LUAD_PATCHES):
+        size = 20 + 3 * i  # patches differ in size
+        Image.fromarray(np.full((size, size + 5, 3), 10 * i, dtype=np.uint8)).save(
+            folder / f"{slide}-{100 * i}-{200 * i}-{labels}.png")
+    return tmp_path / "raw"
+
+
+def test_wsss4luad_tumour_or_not_split_by_slide_copied_unchanged(wsss4luad_raw, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    wsss4luad.prepare(str(wsss4luad_raw), out, seed=0, test_fraction=0.4)
+    files = listing(osp.join(out, "wsss4luad"))
+    expected = {f"{slide}-{100 * i}-{200 * i}-{labels}.png": "tumor" if labels.startswith("[1") else "normal"
+                for i, (slide, labels) in enumerate(WSSS4LUAD_PATCHES)}
+    written = {name: folder for split in files for folder, names in files[split].items() for name in names}
+    assert written == expected  # every patch, in its class: tumour when the tumour flag is 1
+    slides = {split: {name.split("-")[0] for names in files[split].values() for name in names} for split in files}
+    assert slides["train"] and slides["test"] and not slides["train"] & slides["test"]
+    name = files["test"]["tumor"][0] if files["test"]["tumor"] else files["test"]["normal"][0]
+    assert (wsss4luad_raw / "1.training" / "1.training" / name).read_bytes() == \
+        open(osp.join(out, "wsss4luad", "images", "test", written[name], name), "rb").read()
+    dataset = load(out, "WSSS4LUAD")
+    assert dataset.classnames == ["normal", "tumor"]
+    assert "in both 0" in capsys.readouterr().out
+    assert_refuses_to_overwrite(wsss4luad.prepare, str(wsss4luad_raw), out, "wsss4luad")
+
+
+def test_wsss4luad_unnested_release_and_a_foreign_file_name(wsss4luad_raw, tmp_path):
+    nested = wsss4luad_raw / "1.training" / "1.training"
+    for path in nested.iterdir():
+        path.rename(wsss4luad_raw / "1.training" / path.name)
+    nested.rmdir()
+    wsss4luad.prepare(str(wsss4luad_raw), str(tmp_path / "out"), test_fraction=0.4)
+    assert len(load(str(tmp_path / "out"), "WSSS4LUAD").test) > 0
+    write_png(str(wsss4luad_raw / "1.training" / "patch_01.png"))
+    with pytest.raises(InputError) as excinfo:
+        wsss4luad.prepare(str(wsss4luad_raw), str(tmp_path / "out2"))
+    assert "patch_01.png" in str(excinfo.value) and "\n" not in str(excinfo.value)
+    with pytest.raises(InputError) as excinfo:
+        wsss4luad.prepare(str(tmp_path / "nothing"), str(tmp_path / "out3"))
+    assert "--raw" in str(excinfo.value)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -211,7 +211,8 @@ class BackdoorTrainer(TrainerX):
 
     # ---- model helpers ------------------------------------------------------------------------
     def build_backbone(self):
-        backbone = build_backbone(self.cfg.MODEL.BACKBONE.NAME, self.cfg.MODEL.BACKBONE.WEIGHTS)
+        settings = self.cfg.MODEL.BACKBONE
+        backbone = build_backbone(settings.NAME, settings.WEIGHTS, settings)
         check_input_size(self.cfg, backbone.name, backbone.image_size)
         return backbone.to(self.device, self.backbone_dtype())
 

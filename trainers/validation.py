@@ -22,6 +22,7 @@ Each check is the function the trainer calls again while it builds, so a library
 ``build_trainer`` directly gets the same one-line errors, only later.
 """
 from clip_models import backbone_class
+from clip_models.registry import backbone_options
 from configs.defaults import profile_defaults
 from common.errors import InputError
 from dassl_compat import DATASET_REGISTRY, TRAINER_REGISTRY
@@ -41,6 +42,7 @@ def validate_cfg(cfg):
     check_keys_read(cfg)
     trainer.check_cfg(cfg)
     backbone = backbone_class(cfg.MODEL.BACKBONE.NAME)
+    backbone_options(backbone.name, cfg.MODEL.BACKBONE)  # the model's own settings (MODEL.BACKBONE.*)
     check_input_size(cfg, backbone.name, backbone.declared_image_size(cfg.MODEL.BACKBONE.WEIGHTS))
     trigger = trainer.build_trigger(cfg, cfg.INPUT.SIZE[0])
 
