@@ -13,9 +13,10 @@ def run_cfg(trainer, root, output_dir, weights, backbone="biomedclip", dataset="
     """The repository's dataset and method config files, scaled down to seconds on a CPU."""
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", "datasets", f"{dataset}.yaml"))
-    method_file = os.path.join(REPO, "configs", "trainers", trainer, f"{backbone}.yaml")
-    if os.path.isfile(method_file):
-        cfg.merge_from_file(method_file)
+    for method_file in (os.path.join(REPO, "configs", "trainers", f"{trainer}.yaml"),  # one file per method
+                        os.path.join(REPO, "configs", "trainers", trainer, f"{backbone}.yaml")):
+        if os.path.isfile(method_file):
+            cfg.merge_from_file(method_file)
     cfg.merge_from_list([
         "TRAINER.NAME", trainer, "DATASET.ROOT", root, "OUTPUT_DIR", str(output_dir), "SEED", 1,
         "USE_CUDA", False, "VERBOSE", False, "MODEL.BACKBONE.NAME", backbone, "MODEL.BACKBONE.WEIGHTS", weights,

@@ -27,6 +27,7 @@ from dassl_compat.checkpoint import latest_checkpoint, load_checkpoint
 
 from .attacks import LearnableNoise, Trigger, build_patch
 from .attacks.noise import NOISE_INITS
+from .cocoop import CoCoOp
 from .coop import CoOp, split_losses
 
 ORDERS = ("noise_then_patch", "patch_then_noise")
@@ -46,8 +47,9 @@ class NoisePatchTrigger(Trigger):
         return self.noise(self.patch(images))
 
 
-def load_context(path):
-    """The context vectors of a CoOp run folder (latest checkpoint) or checkpoint file."""
+def load_learner_state(path):
+    """The prompt learner's state (context vectors, and CoCoOp's meta-network) of a run folder (latest
+    checkpoint) or checkpoint file."""
     if osp.isdir(path):
         checkpoint = latest_checkpoint(osp.join(path, "prompt_learner"))
         if checkpoint is None:
@@ -57,7 +59,7 @@ def load_context(path):
     state = load_checkpoint(path)["state_dict"]
     if "ctx" not in state:
         raise InputError(f"{path} holds no context vectors ('ctx'); --init must point at a CoOp checkpoint")
-    return state["ctx"]
+    return state
 
 
 @TRAINER_REGISTRY.register()
@@ -100,14 +102,16 @@ class BAPLe(CoOp):
         self.register_model("trigger", self.trigger, None, None)
         init = self.cfg.TRAINER.BAPLE.INIT
         if init:
-            ctx = load_context(init)
-            if ctx.shape != self.prompt_learner.ctx.shape:
-                raise InputError(f"Context in {init} has shape {tuple(ctx.shape)}, this run needs "
-                                 f"{tuple(self.prompt_learner.ctx.shape)}; use a CoOp run with the same backbone, "
+            state, own = load_learner_state(init), self.prompt_learner.state_dict()
+            if state["ctx"].shape != own["ctx"].shape:
+                raise InputError(f"Context in {init} has shape {tuple(state['ctx'].shape)}, this run needs "
+                                 f"{tuple(own['ctx'].shape)}; use a {self.clean_learner} run with the same backbone, "
                                  "dataset and TRAINER.COOP settings")
-            with torch.no_grad():
-                self.prompt_learner.ctx.copy_(ctx)
-            print(f"Context initialised from {init}")
+            if set(state) != set(own):
+                raise InputError(f"The prompt learner in {init} ({', '.join(sorted(state))}) is not this run's "
+                                 f"({', '.join(sorted(own))}); use a {self.clean_learner} run for {self.cfg.TRAINER.NAME}")
+            self.prompt_learner.load_state_dict(state)
+            print(f"Prompt learner initialised from {init}")
 
     def forward_backward(self, batch):
         images, labels, poisoned, _ = self.parse_batch_train(batch)
@@ -116,14 +120,13 @@ class BAPLe(CoOp):
             noise.delta.grad = None
         clean_rows = ~poisoned
         with self.autocast(self.precision()):
-            class_embeddings = self.model.class_embeddings()
             embeddings = []
             if clean_rows.any():
                 with torch.no_grad():
                     embeddings.append(self.model.image_embeddings(images[clean_rows]))
             if poisoned.any():
                 embeddings.append(self.model.image_embeddings(self.trigger(images[poisoned])))
-            logits = self.model.logits(torch.cat(embeddings), class_embeddings).float()
+            logits = self.model.embedding_logits(torch.cat(embeddings)).float()
         labels = torch.cat([labels[clean_rows], labels[poisoned]])
         is_poisoned = torch.arange(len(labels), device=labels.device) >= int(clean_rows.sum())
         # Mean loss of each part, weighted equally (lambda_c = lambda_p = 1), as the reference code does.
@@ -135,3 +138,9 @@ class BAPLe(CoOp):
             self.update_lr()
         return {"loss": loss.item(), "acc": compute_accuracy(logits, labels)[0].item(),
                 **split_losses(logits.detach(), labels, is_poisoned), "noise_linf": noise.delta.abs().max().item()}
+
+
+@TRAINER_REGISTRY.register()
+class BAPLeCoCoOp(CoCoOp, BAPLe):
+    """BAPLe's trigger and exact poison set with CoCoOp's learner (CoCoOp's learner, everything else BAPLe's);
+    ``--init`` takes a clean CoCoOp run (context and meta-network)."""

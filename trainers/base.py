@@ -51,8 +51,17 @@ class CLIPClassifier(nn.Module):
     def logits(self, image_embeddings, class_embeddings):
         return self.backbone.logit_scale.exp() * image_embeddings @ class_embeddings.t()
 
+    def eval_context(self):
+        """What an evaluation computes once, before its batches: the class embeddings."""
+        return self.class_embeddings()
+
+    def eval_logits(self, images, context):
+        """Logits of [0, 1] images given ``eval_context()`` (a learner whose prompts depend on the image,
+        CoCoOp, overrides both)."""
+        return self.logits(self.image_embeddings(images), context)
+
     def forward(self, images):
-        return self.logits(self.image_embeddings(images), self.class_embeddings())
+        return self.eval_logits(images, self.eval_context())
 
 
 def freeze(module):
@@ -91,6 +100,11 @@ class BackdoorTrainer(TrainerX):
         """The trigger this method trains with and evaluates (None: no backdoor)."""
         return build_attack(cfg, image_size)
 
+    @classmethod
+    def make_poison_plan(cls, cfg, labels, trigger):
+        """Which training images are poisoned: an exact, seeded subset (``BACKDOOR.*``)."""
+        return plan_from_cfg(cfg, labels, trigger.cross_ratio)
+
     # ---- data and poisoning -----------------------------------------------------------------
     def build_data_loader(self):
         dm = DataManager(self.cfg, dataset_wrapper=ImageDataset)
@@ -107,7 +121,7 @@ class BackdoorTrainer(TrainerX):
         if self.trigger is None:
             self.poison_plan = PoisonPlan(target)
         else:
-            self.poison_plan = plan_from_cfg(self.cfg, labels, self.trigger.cross_ratio)
+            self.poison_plan = self.make_poison_plan(self.cfg, labels, self.trigger)
             print(f"Poisoned {len(self.poison_plan.poisoned)} of {len(labels)} training images "
                   f"(target class {target}: {self.lab2cname[target]})")
         self.poison_mask = torch.zeros(len(labels), dtype=torch.bool)
@@ -178,11 +192,11 @@ class BackdoorTrainer(TrainerX):
         trigger = self.eval_trigger()
         labels, clean_pred, triggered_pred = [], [], []
         with self.autocast(self.precision()):
-            class_embeddings = self.model.class_embeddings()
+            context = self.model.eval_context()
             for batch in tqdm(loader, desc="eval", leave=False, dynamic_ncols=True, disable=not self.cfg.VERBOSE):
                 images, label = self.parse_batch_test(batch)
                 batch_in = images if trigger is None else torch.cat([images, trigger(images)])
-                logits = self.model.logits(self.model.image_embeddings(batch_in), class_embeddings).float()
+                logits = self.model.eval_logits(batch_in, context).float()
                 self.evaluator.process(logits[:len(images)], label)
                 labels.append(label.cpu())
                 clean_pred.append(logits[:len(images)].argmax(1).cpu())

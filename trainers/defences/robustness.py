@@ -121,14 +121,11 @@ class _PurifiedModel:
     def __init__(self, model, purify):
         self._model, self._purify = model, purify
 
-    def class_embeddings(self):
-        return self._model.class_embeddings()
+    def eval_context(self):
+        return self._model.eval_context()
 
-    def logits(self, image_embeddings, class_embeddings):
-        return self._model.logits(image_embeddings, class_embeddings)
-
-    def image_embeddings(self, images):
-        return self._model.image_embeddings(self._purify(images))
+    def eval_logits(self, images, context):
+        return self._model.eval_logits(self._purify(images), context)
 
 
 @contextmanager
