@@ -1,0 +1,216 @@
+"""CoCoOp, BAPLe on CoCoOp and BadCLIP on the offline stand-ins and a synthetic dataset."""
+import glob
+import json
+import os
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dassl_compat.checkpoint import POINTER_FILE, load_checkpoint
+from helpers_runs import build, run_cfg, train
+from trainers.coop import PromptCLIP, PromptLearner
+
+BACKBONE = "quiltnet"  # the cheapest stand-in
+
+
+def backbone_state(trainer):
+    return {k: v.clone() for k, v in trainer.model.backbone.state_dict().items()}
+
+
+def learned(trainer):
+    return {n: p.detach().clone() for n, p in trainer.prompt_learner.named_parameters()}
+
+
+def first_batch(trainer):
+    return next(iter(trainer.train_loader_x))
+
+
+def test_one_text_tower_call_per_batch_on_prompts_cut_to_their_length(standins, synthetic_root, tmp_path):
+    """One call of the text tower per batch, on B x C prompts cut to their real length."""
+    trainer = build(run_cfg("CoCoOp", synthetic_root, tmp_path, standins[BACKBONE], backbone=BACKBONE))
+    backbone = trainer.model.backbone
+    calls = []
+    encode = backbone._encode_text_embeddings
+    backbone._encode_text_embeddings = lambda e, t: (calls.append(tuple(e.shape[:2])), encode(e, t))[1]
+    images = first_batch(trainer)["img"][:5]
+    with torch.no_grad():
+        logits = trainer.model.eval_logits(images, trainer.model.eval_context())
+    assert logits.shape == (5, trainer.num_classes)
+    assert calls == [(5 * trainer.num_classes, int(trainer.prompt_learner.tokens.lengths.max()))]
+
+
+def test_cocoop_step_reaches_context_and_meta_net_and_leaves_the_backbone(standins, synthetic_root, tmp_path):
+    cfg = run_cfg("CoCoOp", synthetic_root, tmp_path, standins[BACKBONE], backbone=BACKBONE,
+                  **{"BACKDOOR.ATTACK": "badnets", "BACKDOOR.POISON_COUNT": 2, "OPTIM.WARMUP_EPOCH": 0})
+    trainer = build(cfg)
+    assert trainer.prompt_learner.n_ctx == 4  # "a photo of a"
+    before, params = backbone_state(trainer), learned(trainer)
+    assert {n for n, p in trainer.model.named_parameters() if p.requires_grad} == {
+        f"prompt_learner.{n}" for n in params}
+    with torch.no_grad():  # the stand-in's bottleneck is one ReLU unit (16 // 16): keep it active
+        trainer.prompt_learner.meta_net.linear1.bias.fill_(1.0)
+    params = learned(trainer)
+    trainer.num_batches, trainer.batch_idx = 2, 0
+    trainer.set_model_mode("train")
+    trainer.forward_backward(first_batch(trainer))
+    for name, p in trainer.prompt_learner.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        assert not torch.equal(p.detach(), params[name]), name
+    assert all(torch.equal(v, before[k]) for k, v in trainer.model.backbone.state_dict().items())
+    assert {n for n in params if n.startswith("meta_net.")} == {
+        "meta_net.linear1.weight", "meta_net.linear1.bias", "meta_net.linear2.weight", "meta_net.linear2.bias"}
+    assert trainer.prompt_learner.meta_net.linear1.out_features == trainer.model.backbone.embed_dim // 16
+
+
+def test_cocoop_with_a_silent_meta_net_is_coop_on_the_same_context(standins, synthetic_root, tmp_path):
+    cfg = run_cfg("CoCoOp", synthetic_root, tmp_path, standins[BACKBONE], backbone=BACKBONE)
+    trainer = build(cfg)
+    learner = trainer.prompt_learner
+    with torch.no_grad():
+        learner.ctx.normal_(std=0.5)  # a context unlike the words it started from
+        learner.meta_net.linear2.weight.zero_()
+        learner.meta_net.linear2.bias.zero_()
+        coop_learner = PromptLearner(cfg, trainer.dm.dataset.classnames, trainer.model.backbone)
+        coop_learner.ctx.copy_(learner.ctx)
+        coop = PromptCLIP(trainer.model.backbone, coop_learner).eval()
+        images = first_batch(trainer)["img"]
+        cocoop_logits = trainer.model.eval_logits(images, trainer.model.eval_context())
+        coop_logits = coop.eval_logits(images, coop.eval_context())
+    assert (cocoop_logits - coop_logits).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("position", ["end", "middle"])
+def test_batched_per_image_prompts_equal_a_loop_over_images(standins, synthetic_root, tmp_path, position):
+    cfg = run_cfg("CoCoOp", synthetic_root, tmp_path, standins[BACKBONE], backbone=BACKBONE,
+                  **{"TRAINER.COOP.CLASS_TOKEN_POSITION": position})
+    trainer = build(cfg)
+    model, learner = trainer.model, trainer.prompt_learner
+    backbone = model.backbone
+    with torch.no_grad():
+        learner.meta_net.linear2.weight.normal_(std=1.0)  # a bias that matters
+        images = first_batch(trainer)["img"][:4]
+        batched = model.eval_logits(images, model.eval_context())
+        looped = []
+        for image in images:
+            embedding = F.normalize(backbone.encode_image(image[None]), dim=-1)
+            bias = learner.meta_net(embedding)[0]
+            prompts = learner.assemble(learner.class_contexts() + bias)
+            text = F.normalize(backbone.encode_text_embeddings(prompts, learner.tokens), dim=-1)
+            looped.append(backbone.logit_scale.exp() * embedding[0] @ text.t())
+    assert (batched - torch.stack(looped)).abs().max() <= 1e-5
+    assert batched.std(0).abs().sum() > 0  # per-image prompts: the rows differ
+
+
+def test_baple_on_cocoop_starts_from_a_clean_cocoop_run_and_keeps_its_noise_budget(standins, synthetic_root,
+                                                                                   tmp_path):
+    clean = train(run_cfg("CoCoOp", synthetic_root, tmp_path / "clean", standins[BACKBONE], backbone=BACKBONE,
+                          **{"OPTIM.MAX_EPOCH": 1}))
+    cfg = run_cfg("BAPLeCoCoOp", synthetic_root, tmp_path / "baple", standins[BACKBONE], backbone=BACKBONE,
+                  **{"OPTIM.MAX_EPOCH": 1, "BACKDOOR.POISON_COUNT": 3, "TRAINER.BAPLE.INIT": str(tmp_path / "clean")})
+    trainer = build(cfg)
+    assert all(torch.equal(p.detach(), q.detach()) for p, q in
+               zip(trainer.prompt_learner.parameters(), clean.prompt_learner.parameters()))
+    before = backbone_state(trainer)
+    trainer.train()
+    assert trainer.trigger.noise.delta.abs().max() <= cfg.BACKDOOR.NOISE_EPS / 255 + 1e-7
+    assert all(torch.equal(v, before[k]) for k, v in trainer.model.backbone.state_dict().items())
+    with open(tmp_path / "baple" / "results.json") as f:
+        results = json.load(f)
+    assert (results["trainer"], results["attack"], results["poison"]["count"]) == ("BAPLeCoCoOp", "baple", 3)
+    assert results["backdoor"]["accuracy"] is not None
+
+
+def badclip_cfg(standins, synthetic_root, output_dir, **overrides):
+    return run_cfg("BadCLIP", synthetic_root, output_dir, standins[BACKBONE], backbone=BACKBONE,
+                   **{"TRAINER.BADCLIP.INIT_EPOCHS": 1, **overrides})
+
+
+def test_badclip_trigger_stays_in_budget_and_every_step_reaches_learner_and_trigger(standins, synthetic_root,
+                                                                                   tmp_path):
+    cfg = badclip_cfg(standins, synthetic_root, tmp_path, **{"TRAINER.BADCLIP.EPS": 2.0, "OPTIM.WARMUP_EPOCH": 0})
+    trainer = build(cfg)
+    with torch.no_grad():  # the stand-in's bottleneck is one ReLU unit (16 // 16): keep it active
+        trainer.prompt_learner.meta_net.linear1.bias.fill_(1.0)
+    trigger = trainer.trigger
+    eps = cfg.TRAINER.BADCLIP.EPS / 255
+    assert torch.allclose(trigger.std.flatten(), torch.tensor(trainer.model.backbone.image_std))
+    before = backbone_state(trainer)
+    pixel_linf, checked = [], []
+    project = trigger.project
+    trigger.project = lambda: (project(), pixel_linf.append(trigger.pixel_delta().abs().max().item()))
+    forward_backward = trainer.forward_backward
+
+    def checked_forward_backward(batch):
+        params, delta = learned(trainer), trigger.delta.detach().clone()
+        out = forward_backward(batch)
+        for name, p in trainer.prompt_learner.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+            assert not torch.equal(p.detach(), params[name]), name
+        assert trigger.delta.grad is not None and trigger.delta.grad.abs().sum() > 0
+        assert not torch.equal(trigger.delta.detach(), delta)
+        checked.append(len(batch["img"]))
+        return out
+
+    trainer.forward_backward = checked_forward_backward
+    init_steps = []
+    initialise = trainer.initialise_trigger
+
+    def checked_initialise():
+        params, delta = learned(trainer), trigger.delta.detach().clone()
+        initialise()
+        init_steps.append(len(pixel_linf))
+        assert all(torch.equal(p.detach(), params[n]) for n, p in trainer.prompt_learner.named_parameters())
+        assert not torch.equal(trigger.delta.detach(), delta)
+
+    trainer.initialise_trigger = checked_initialise
+    trainer.train()
+    steps_per_epoch = len(trainer.train_loader_x)
+    assert init_steps == [steps_per_epoch]  # one projection per initialisation step, then the joint stage
+    assert len(checked) == cfg.OPTIM.MAX_EPOCH * steps_per_epoch
+    assert len(pixel_linf) == (1 + cfg.OPTIM.MAX_EPOCH) * steps_per_epoch and max(pixel_linf) <= eps + 1e-7
+    images = first_batch(trainer)["img"]
+    assert (trigger(images) - images).abs().max() <= eps + 1e-6
+    assert all(torch.equal(v, before[k]) for k, v in trainer.model.backbone.state_dict().items())
+
+
+def read_results(folder):
+    with open(os.path.join(folder, "results.json")) as f:
+        return json.load(f)
+
+
+def test_badclip_resumed_from_an_epoch_checkpoint_ends_as_an_uninterrupted_run_and_evaluates_again(
+        standins, synthetic_root, tmp_path):
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    train(badclip_cfg(standins, synthetic_root, whole))
+    # The state a run killed during epoch 2 leaves: epoch 1's checkpoints, nothing after.
+    for model in ("prompt_learner", "trigger"):
+        os.makedirs(resumed / model)
+        shutil.copy(whole / model / "model.pth.tar-1", resumed / model / "model.pth.tar-1")
+        (resumed / model / POINTER_FILE).write_text("model.pth.tar-1\n")
+    trainer = build(badclip_cfg(standins, synthetic_root, resumed))
+    calls = []
+    trainer.initialise_trigger = lambda: calls.append("init")
+    trainer.train()
+    assert not calls  # the resumed run's trigger was initialised before its checkpoint
+    a, b = read_results(whole), read_results(resumed)
+    assert (a["clean"], a["backdoor"]) == (b["clean"], b["backdoor"])
+    assert a["attack"] == "badclip" and a["poison"]["count"] == a["num_train"]
+    for model in ("prompt_learner", "trigger"):
+        x, y = (load_checkpoint(str(d / model / "model.pth.tar-2"))["state_dict"] for d in (whole, resumed))
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    assert set(load_checkpoint(str(whole / "trigger" / "model.pth.tar-2"))["state_dict"]) == {"delta", "std"}
+
+    # --eval-only on the finished run, and a clean CoCoOp model tested under BadCLIP's trigger
+    evaluated = build(badclip_cfg(standins, synthetic_root, tmp_path / "eval"))
+    evaluated.load_model(str(whole))
+    evaluated.test()
+    c = read_results(tmp_path / "eval")
+    assert (c["clean"], c["backdoor"]) == (a["clean"], a["backdoor"])
+    clean = build(run_cfg("CoCoOp", synthetic_root, tmp_path / "clean", standins[BACKBONE], backbone=BACKBONE,
+                          **{"BACKDOOR.EVAL_TRIGGER": str(whole)}))
+    assert torch.equal(clean.eval_trigger().delta.detach(), evaluated.trigger.delta.detach())
+    clean.test()
+    assert read_results(tmp_path / "clean")["backdoor"]["accuracy"] is not None
+    assert glob.glob(str(whole / "tensorboard" / "*"))
