@@ -9,9 +9,10 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Method:
     name: str  # the paper's row name
-    trainer: str  # TRAINER.NAME; the method file is configs/trainers/<trainer>/<backbone>.yaml
+    trainer: str  # TRAINER.NAME; the method file is configs/trainers/<trainer>/<backbone>.yaml or <trainer>.yaml
     attack: str  # the "attack" its results.json records; "none": a clean method
     overrides: tuple = ()  # KEY VALUE pairs after the method file
+    init_from: str = ""  # the clean method whose run of the same seed its prompt learner starts from (BAPLe's)
 
     @property
     def targeted(self):
@@ -25,12 +26,16 @@ def _baselines(trainer, suffix):
                                        ("FIBA", "fiba")))
 
 
-# In the paper's row order (ZeroShot, which the paper does not tabulate, first).
+# In the paper's row order (ZeroShot, which the paper does not tabulate, first), then the same attacks with
+# CoCoOp's learner and BadCLIP (beyond the paper).
 METHODS = (
     Method("ZeroShot", "ZeroShot", "none"),
     *_baselines("FineTune", "FT"),
     *_baselines("CoOp", "PL"),
-    Method("BAPLe", "BAPLe", "baple"),
+    Method("BAPLe", "BAPLe", "baple", init_from="Clean_PL"),
+    *_baselines("CoCoOp", "CoCoOp"),
+    Method("BAPLe_CoCoOp", "BAPLeCoCoOp", "baple", init_from="Clean_CoCoOp"),
+    Method("BadCLIP", "BadCLIP", "badclip"),
 )
 METHOD_BY_NAME = {m.name: m for m in METHODS}
 _BY_TRAINER_ATTACK = {(m.trainer, m.attack): m.name for m in METHODS}

@@ -9,7 +9,8 @@ Layout: ``OUT/<dataset>/<method>/<backbone>[/<KEY>=<VALUE>...][/target<k>]/seed<
 method (ZeroShot, Clean_PL, Clean_FT) does not depend on the target class and runs once per seed,
 without the target level. BAPLe starts from the Clean_PL run of the same dataset, backbone,
 varied values and seed (the paper's protocol; ``--baple-init clean-pl``), which the sweep adds
-and runs first; ``--baple-init random`` starts from CoOp's random context instead.
+and runs first; ``--baple-init random`` starts from CoOp's random context instead. BAPLe_CoCoOp
+starts from the Clean_CoCoOp run in the same way.
 
 Each run is ``python -m train`` in a process of its own, forked from a server process that has
 imported the project once, with its console output in ``<run folder>/sweep.log``: a run that
@@ -128,9 +129,13 @@ def _methods(names, baple_init):
     unknown = [n for n in names if n not in METHOD_BY_NAME]
     if unknown:
         raise InputError(f"Unknown method {unknown[0]!r}; choose from {', '.join(METHOD_BY_NAME)} or all")
-    if "BAPLe" in names and baple_init == "clean-pl" and "Clean_PL" not in names:
-        print("BAPLe starts from the Clean_PL runs (--baple-init clean-pl): adding Clean_PL to the sweep")
-        names = names + ["Clean_PL"]
+    if baple_init == "clean-pl":
+        for name in list(names):
+            init_from = METHOD_BY_NAME[name].init_from
+            if init_from and init_from not in names:
+                print(f"{name} starts from the {init_from} runs (--baple-init clean-pl): adding {init_from} to the "
+                      "sweep")
+                names = names + [init_from]
     return [m for m in METHODS if m.name in names]  # the table's order: Clean_PL before BAPLe
 
 
@@ -146,7 +151,7 @@ def plan(args):
             raise InputError(f"No dataset config {osp.join(config_dir, 'datasets', dataset + '.yaml')}; "
                              f"--datasets takes names of files in {osp.join(config_dir, 'datasets')}")
     for method, backbone in itertools.product(methods, args.backbones):
-        path = osp.join(config_dir, "trainers", method.trainer, f"{backbone}.yaml")
+        path = method_file(config_dir, method.trainer, backbone)
         if not osp.isfile(path):
             raise InputError(f"No method file {path} for {method.name} on {backbone}; --backbones takes names of "
                              f"files in {osp.dirname(path)}")
@@ -170,6 +175,13 @@ def plan(args):
     return runs
 
 
+def method_file(config_dir, trainer, backbone):
+    """``trainers/<trainer>/<backbone>.yaml``, else the one file of the method for every backbone."""
+    per_backbone = osp.join(config_dir, "trainers", trainer, f"{backbone}.yaml")
+    one_file = osp.join(config_dir, "trainers", f"{trainer}.yaml")
+    return one_file if not osp.isfile(per_backbone) and osp.isfile(one_file) else per_backbone
+
+
 def _target(text, num_classes, dataset):
     if not text.isdigit() or int(text) >= num_classes:
         raise InputError(f"--targets {text} is not a class of {dataset} (0..{num_classes - 1}); give class "
@@ -185,11 +197,11 @@ def _folder(out, method, dataset, backbone, variant, target, seed):
 def _run(method, dataset, backbone, target, seed, variant, out, data_root, config_dir, fixed, baple_init):
     folder = _folder(out, method.name, dataset, backbone, variant, target, seed)
     needs = ""
-    if method.name == "BAPLe" and baple_init == "clean-pl":
-        needs = _folder(out, "Clean_PL", dataset, backbone, variant, None, seed)
+    if method.init_from and baple_init == "clean-pl":
+        needs = _folder(out, method.init_from, dataset, backbone, variant, None, seed)
     argv = ["--root", data_root, "--trainer", method.trainer, "--backbone", backbone, "--seed", str(seed),
             "--dataset-config-file", osp.join(config_dir, "datasets", f"{dataset}.yaml"),
-            "--config-file", osp.join(config_dir, "trainers", method.trainer, f"{backbone}.yaml"),
+            "--config-file", method_file(config_dir, method.trainer, backbone),
             "--output-dir", folder, *(["--init", needs] if needs else []), *method.overrides,
             *(["BACKDOOR.TARGET_CLASS", str(target)] if target is not None else []),
             *(item for kv in variant for item in kv), *fixed]
@@ -509,7 +521,8 @@ def build_parser():
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="config values for every run")
     p.add_argument("--baple-init", choices=("clean-pl", "random"), default="clean-pl",
-                   help="BAPLe's context: from the matching Clean_PL run (default, the paper's) or random")
+                   help="BAPLe's context: from the matching Clean_PL (BAPLe_CoCoOp: Clean_CoCoOp) run "
+                        "(default, the paper's) or random")
     p.add_argument("--config-dir", default=CONFIGS, help="folder with datasets/ and trainers/ config files")
     p.add_argument("--dry-run", action="store_true", help="print the runs and their commands, run nothing")
     p.add_argument("--executor", choices=("sequential", "local", "slurm"), default="sequential",

@@ -15,6 +15,11 @@ from trainers.coop import PromptCLIP, PromptLearner
 BACKBONE = "quiltnet"  # the cheapest stand-in
 
 
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
 def backbone_state(trainer):
     return {k: v.clone() for k, v in trainer.model.backbone.state_dict().items()}
 
@@ -116,8 +121,7 @@ def test_baple_on_cocoop_starts_from_a_clean_cocoop_run_and_keeps_its_noise_budg
     trainer.train()
     assert trainer.trigger.noise.delta.abs().max() <= cfg.BACKDOOR.NOISE_EPS / 255 + 1e-7
     assert all(torch.equal(v, before[k]) for k, v in trainer.model.backbone.state_dict().items())
-    with open(tmp_path / "baple" / "results.json") as f:
-        results = json.load(f)
+    results = read_json(tmp_path / "baple" / "results.json")
     assert (results["trainer"], results["attack"], results["poison"]["count"]) == ("BAPLeCoCoOp", "baple", 3)
     assert results["backdoor"]["accuracy"] is not None
 
@@ -175,11 +179,6 @@ def test_badclip_trigger_stays_in_budget_and_every_step_reaches_learner_and_trig
     assert all(torch.equal(v, before[k]) for k, v in trainer.model.backbone.state_dict().items())
 
 
-def read_results(folder):
-    with open(os.path.join(folder, "results.json")) as f:
-        return json.load(f)
-
-
 def test_badclip_resumed_from_an_epoch_checkpoint_ends_as_an_uninterrupted_run_and_evaluates_again(
         standins, synthetic_root, tmp_path):
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
@@ -194,7 +193,7 @@ def test_badclip_resumed_from_an_epoch_checkpoint_ends_as_an_uninterrupted_run_a
     trainer.initialise_trigger = lambda: calls.append("init")
     trainer.train()
     assert not calls  # the resumed run's trigger was initialised before its checkpoint
-    a, b = read_results(whole), read_results(resumed)
+    a, b = read_json(whole / "results.json"), read_json(resumed / "results.json")
     assert (a["clean"], a["backdoor"]) == (b["clean"], b["backdoor"])
     assert a["attack"] == "badclip" and a["poison"]["count"] == a["num_train"]
     for model in ("prompt_learner", "trigger"):
@@ -206,11 +205,64 @@ def test_badclip_resumed_from_an_epoch_checkpoint_ends_as_an_uninterrupted_run_a
     evaluated = build(badclip_cfg(standins, synthetic_root, tmp_path / "eval"))
     evaluated.load_model(str(whole))
     evaluated.test()
-    c = read_results(tmp_path / "eval")
+    c = read_json(tmp_path / "eval" / "results.json")
     assert (c["clean"], c["backdoor"]) == (a["clean"], a["backdoor"])
     clean = build(run_cfg("CoCoOp", synthetic_root, tmp_path / "clean", standins[BACKBONE], backbone=BACKBONE,
                           **{"BACKDOOR.EVAL_TRIGGER": str(whole)}))
     assert torch.equal(clean.eval_trigger().delta.detach(), evaluated.trigger.delta.detach())
     clean.test()
-    assert read_results(tmp_path / "clean")["backdoor"]["accuracy"] is not None
+    assert read_json(tmp_path / "clean" / "results.json")["backdoor"]["accuracy"] is not None
     assert glob.glob(str(whole / "tensorboard" / "*"))
+
+
+def test_defend_runs_on_badclip_and_cocoop_runs(standins, synthetic_root, tmp_path):
+    from scripts import defend
+
+    root = tmp_path / "runs"
+    train(badclip_cfg(standins, synthetic_root, root / "badclip", **{"OPTIM.MAX_EPOCH": 1}))
+    train(run_cfg("CoCoOp", synthetic_root, root / "cocoop", standins[BACKBONE], backbone=BACKBONE,
+                  **{"OPTIM.MAX_EPOCH": 1}))
+    reports = defend.main([str(root), "--quick", "--trigger-from", str(root / "badclip"), "--countermeasures", "jpeg"])
+    assert set(reports) == {"badclip", "cocoop"}
+    learner_params = sum(p.numel() for p in build(run_cfg("CoCoOp", synthetic_root, tmp_path / "x", standins[BACKBONE],
+                                                          backbone=BACKBONE)).prompt_learner.parameters())
+    for name in ("badclip", "cocoop"):
+        report = read_json(root / name / "defences" / "defences.json")
+        assert report["reference"]["matches_results_json"] is True
+        assert report["reference"]["unpurified"]["backdoor_accuracy"] is not None
+        assert 0 <= report["strip"]["auc"] <= 1
+        assert [c["class"] for c in report["reconstruct"]["classes"]] == [0, 1]
+        for variant in ("received", "from_words"):
+            assert report["retune"][variant]["backbone_unchanged"] is True
+            assert report["retune"][variant]["trainable_params"] == learner_params  # re-tuned as CoCoOp
+    table = (root / "defences.md").read_text()
+    assert "| badclip | BadCLIP |" in table and "| cocoop | Clean_CoCoOp |" in table
+
+
+def test_sweep_runs_the_cocoop_methods_and_the_report_has_their_rows(standins, synthetic_root, tmp_path,
+                                                                     monkeypatch):
+    from scripts import report, sweep
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny runs in forked processes on a shared machine
+    out = tmp_path / "sweep"
+    tiny = ["USE_CUDA=False", "VERBOSE=False", "DATASET.NUM_SHOTS=4", "OPTIM.MAX_EPOCH=1", "DATALOADER.NUM_WORKERS=0",
+            "DATALOADER.TRAIN_X.BATCH_SIZE=8", "DATALOADER.TEST.BATCH_SIZE=20", "BACKDOOR.POISON_COUNT=1",
+            "TRAINER.BADCLIP.INIT_EPOCHS=1", f"MODEL.BACKBONE.WEIGHTS={standins[BACKBONE]}"]
+    assert sweep.main(["--root", synthetic_root, "--out", str(out), "--datasets", "covid", "--backbones", BACKBONE,
+                       "--methods", "BadNets_CoCoOp", "BAPLe_CoCoOp", "BadCLIP", "--targets", "1",
+                       "--set", *tiny]) == 0
+    runs = {os.path.relpath(os.path.dirname(p), out): read_json(p)
+            for p in glob.glob(os.path.join(str(out), "**", "results.json"), recursive=True)}
+    assert {k: (r["trainer"], r["attack"]) for k, r in runs.items()} == {
+        f"covid/Clean_CoCoOp/{BACKBONE}/seed1": ("CoCoOp", "none"),  # BAPLe_CoCoOp starts from it
+        f"covid/BadNets_CoCoOp/{BACKBONE}/target1/seed1": ("CoCoOp", "badnets"),
+        f"covid/BAPLe_CoCoOp/{BACKBONE}/target1/seed1": ("BAPLeCoCoOp", "baple"),
+        f"covid/BadCLIP/{BACKBONE}/target1/seed1": ("BadCLIP", "badclip")}
+    baple = runs[f"covid/BAPLe_CoCoOp/{BACKBONE}/target1/seed1"]
+    assert baple["config"]["TRAINER"]["BAPLE"]["INIT"] == str(out / "covid" / "Clean_CoCoOp" / BACKBONE / "seed1")
+    _, text = report.report(str(out))
+    rows = [line.split(" | ")[0].strip("| ") for line in text.splitlines() if line.startswith("| ")]
+    assert [r for r in dict.fromkeys(rows) if r.endswith("CoCoOp") or r == "BadCLIP"] == [
+        "Clean_CoCoOp", "BadNets_CoCoOp", "BAPLe_CoCoOp", "BadCLIP"]
+    ca = runs[f"covid/BadCLIP/{BACKBONE}/target1/seed1"]["clean"]["accuracy"]
+    assert f"| BadCLIP | {ca:.3f}".replace("0.", ".") in text

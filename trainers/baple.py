@@ -109,7 +109,8 @@ class BAPLe(CoOp):
                                  "dataset and TRAINER.COOP settings")
             if set(state) != set(own):
                 raise InputError(f"The prompt learner in {init} ({', '.join(sorted(state))}) is not this run's "
-                                 f"({', '.join(sorted(own))}); use a {self.clean_learner} run for {self.cfg.TRAINER.NAME}")
+                                 f"({', '.join(sorted(own))}); use a {self.clean_learner} run for "
+                                 f"{self.cfg.TRAINER.NAME}")
             self.prompt_learner.load_state_dict(state)
             print(f"Prompt learner initialised from {init}")
 

@@ -1,7 +1,8 @@
 """Model-side defences of a hospital that received a learned prompt: tune it again on a small trusted
 clean set, and, as the clean baseline to compare with, tune a context initialised from words.
 
-Both are CoOp trainings (the project's ``CoOp`` trainer, unpoisoned) on the trusted few-shot set
+Both are CoOp trainings (the project's ``CoOp`` trainer, unpoisoned; ``CoCoOp`` for runs with CoCoOp's
+learner: CoCoOp, BAPLeCoCoOp, BadCLIP) on the trusted few-shot set
 (``shots`` per class, drawn with ``seed``, through CoOp's training augmentation), with the run's
 prompt settings, optimiser and learning rate, no warm-up (the received context is already trained)
 and a cosine schedule over ``epochs``. CA and BA, with the run's own trigger, are measured before
@@ -51,7 +52,7 @@ def defender_cfg(cfg, run_dir, own_trigger, output_dir, shots, seed, epochs, lr=
     out.defrost()
     if own_trigger and not out.BACKDOOR.EVAL_TRIGGER:
         out.BACKDOOR.EVAL_TRIGGER = run_dir  # rebuilt from the run's config and saved trigger
-    out.TRAINER.NAME = "CoOp"
+    out.TRAINER.NAME = TRAINER_REGISTRY.get(cfg.TRAINER.NAME).clean_learner  # CoOp, or CoCoOp for its learners
     out.BACKDOOR.ATTACK = "none"
     out.TRAINER.BAPLE.INIT = ""
     if words is not None:
