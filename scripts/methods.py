@@ -3,7 +3,10 @@
 The sweep builds runs from it; the report names a finished run's row from its ``results.json``
 (trainer and attack), so runs started by hand with ``train.py`` land in the same rows.
 """
+import os.path as osp
 from dataclasses import dataclass
+
+CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "configs")
 
 
 @dataclass(frozen=True)
@@ -44,3 +47,11 @@ _BY_TRAINER_ATTACK = {(m.trainer, m.attack): m.name for m in METHODS}
 def method_name(trainer, attack):
     """The row name of a run of ``trainer`` with ``attack`` (e.g. CoOp + wanet -> WaNet_PL)."""
     return _BY_TRAINER_ATTACK.get((trainer, attack), f"{trainer}+{attack}")
+
+
+def method_file(trainer, backbone, config_dir=CONFIGS):
+    """``trainers/<trainer>/<backbone>.yaml``, else the method's one file for every backbone,
+    ``trainers/<trainer>.yaml`` (the backbone then comes from ``--backbone``)."""
+    per_backbone = osp.join(config_dir, "trainers", trainer, f"{backbone}.yaml")
+    one_file = osp.join(config_dir, "trainers", f"{trainer}.yaml")
+    return one_file if not osp.isfile(per_backbone) and osp.isfile(one_file) else per_backbone

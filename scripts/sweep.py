@@ -39,7 +39,7 @@ import uuid
 from dataclasses import dataclass
 
 from configs.errors import InputError
-from scripts.methods import METHOD_BY_NAME, METHODS
+from scripts.methods import METHOD_BY_NAME, METHODS, method_file
 
 CONFIGS = osp.dirname(osp.abspath(__import__("configs").__file__))
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
@@ -151,7 +151,7 @@ def plan(args):
             raise InputError(f"No dataset config {osp.join(config_dir, 'datasets', dataset + '.yaml')}; "
                              f"--datasets takes names of files in {osp.join(config_dir, 'datasets')}")
     for method, backbone in itertools.product(methods, args.backbones):
-        path = method_file(config_dir, method.trainer, backbone)
+        path = method_file(method.trainer, backbone, config_dir)
         if not osp.isfile(path):
             raise InputError(f"No method file {path} for {method.name} on {backbone}; --backbones takes names of "
                              f"files in {osp.dirname(path)}")
@@ -175,13 +175,6 @@ def plan(args):
     return runs
 
 
-def method_file(config_dir, trainer, backbone):
-    """``trainers/<trainer>/<backbone>.yaml``, else the one file of the method for every backbone."""
-    per_backbone = osp.join(config_dir, "trainers", trainer, f"{backbone}.yaml")
-    one_file = osp.join(config_dir, "trainers", f"{trainer}.yaml")
-    return one_file if not osp.isfile(per_backbone) and osp.isfile(one_file) else per_backbone
-
-
 def _target(text, num_classes, dataset):
     if not text.isdigit() or int(text) >= num_classes:
         raise InputError(f"--targets {text} is not a class of {dataset} (0..{num_classes - 1}); give class "
@@ -201,7 +194,7 @@ def _run(method, dataset, backbone, target, seed, variant, out, data_root, confi
         needs = _folder(out, method.init_from, dataset, backbone, variant, None, seed)
     argv = ["--root", data_root, "--trainer", method.trainer, "--backbone", backbone, "--seed", str(seed),
             "--dataset-config-file", osp.join(config_dir, "datasets", f"{dataset}.yaml"),
-            "--config-file", method_file(config_dir, method.trainer, backbone),
+            "--config-file", method_file(method.trainer, backbone, config_dir),
             "--output-dir", folder, *(["--init", needs] if needs else []), *method.overrides,
             *(["BACKDOOR.TARGET_CLASS", str(target)] if target is not None else []),
             *(item for kv in variant for item in kv), *fixed]

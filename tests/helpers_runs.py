@@ -5,6 +5,7 @@ import datasets  # noqa: F401  (registers the datasets)
 import trainers  # noqa: F401  (registers the trainers)
 from configs.defaults import get_cfg
 from dassl_compat import build_trainer, set_random_seed
+from scripts.methods import method_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -13,10 +14,9 @@ def run_cfg(trainer, root, output_dir, weights, backbone="biomedclip", dataset="
     """The repository's dataset and method config files, scaled down to seconds on a CPU."""
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", "datasets", f"{dataset}.yaml"))
-    for method_file in (os.path.join(REPO, "configs", "trainers", f"{trainer}.yaml"),  # one file per method
-                        os.path.join(REPO, "configs", "trainers", trainer, f"{backbone}.yaml")):
-        if os.path.isfile(method_file):
-            cfg.merge_from_file(method_file)
+    path = method_file(trainer, backbone)
+    if os.path.isfile(path):
+        cfg.merge_from_file(path)
     cfg.merge_from_list([
         "TRAINER.NAME", trainer, "DATASET.ROOT", root, "OUTPUT_DIR", str(output_dir), "SEED", 1,
         "USE_CUDA", False, "VERBOSE", False, "MODEL.BACKBONE.NAME", backbone, "MODEL.BACKBONE.WEIGHTS", weights,
