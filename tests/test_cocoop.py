@@ -3,13 +3,15 @@ import glob
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from dassl_compat.checkpoint import POINTER_FILE, load_checkpoint
-from helpers_runs import build, run_cfg, train
+from helpers_runs import REPO, build, run_cfg, train
 from trainers.coop import PromptCLIP, PromptLearner
 
 BACKBONE = "quiltnet"  # the cheapest stand-in
@@ -266,3 +268,19 @@ def test_sweep_runs_the_cocoop_methods_and_the_report_has_their_rows(standins, s
         "Clean_CoCoOp", "BadNets_CoCoOp", "BAPLe_CoCoOp", "BadCLIP"]
     ca = runs[f"covid/BadCLIP/{BACKBONE}/target1/seed1"]["clean"]["accuracy"]
     assert f"| BadCLIP | {ca:.3f}".replace("0.", ".") in text
+
+
+def test_badclip_runs_through_real_dassl(standins, synthetic_root, tmp_path):
+    pytest.importorskip("dassl")
+    result = subprocess.run(
+        [sys.executable, "train.py", "--root", synthetic_root, "--trainer", "BadCLIP", "--backbone", BACKBONE,
+         "--seed", "1", "--dataset-config-file", "configs/datasets/covid.yaml",
+         "--config-file", "configs/trainers/BadCLIP.yaml", "--output-dir", str(tmp_path),
+         "MODEL.BACKBONE.WEIGHTS", standins[BACKBONE], "USE_CUDA", "False", "DATASET.NUM_SHOTS", "4",
+         "OPTIM.MAX_EPOCH", "1", "TRAINER.BADCLIP.INIT_EPOCHS", "1", "DATALOADER.NUM_WORKERS", "0",
+         "DATALOADER.TRAIN_X.BATCH_SIZE", "4"],
+        cwd=REPO, env=dict(os.environ, BAPLE_ENGINE="dassl"), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Engine backend: dassl" in result.stdout and "trigger init epoch [1/1]" in result.stdout
+    results = read_json(tmp_path / "results.json")
+    assert results["attack"] == "badclip" and results["backdoor"]["accuracy"] is not None
