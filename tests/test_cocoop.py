@@ -284,3 +284,29 @@ def test_badclip_runs_through_real_dassl(standins, synthetic_root, tmp_path):
     assert "Engine backend: dassl" in result.stdout and "trigger init epoch [1/1]" in result.stdout
     results = read_json(tmp_path / "results.json")
     assert results["attack"] == "badclip" and results["backdoor"]["accuracy"] is not None
+
+
+@pytest.mark.parametrize("key, value, phrase", [
+    ("TRAINER.BADCLIP.EPS", 0.0, "TRAINER.BADCLIP.EPS 0.0 is outside (0, 255]"),
+    ("TRAINER.BADCLIP.INIT_EPOCHS", -1, "TRAINER.BADCLIP.INIT_EPOCHS -1 is negative"),
+    ("TRAINER.BADCLIP.INIT_LR", 0.0, "TRAINER.BADCLIP.INIT_LR 0.0 must be > 0"),
+])
+def test_badclip_settings_are_checked_before_anything_is_built(key, value, phrase, tmp_path):
+    from configs.errors import InputError
+    from trainers.badclip import BadCLIP
+
+    cfg = run_cfg("BadCLIP", str(tmp_path), tmp_path, "", backbone=BACKBONE, **{key: value})
+    with pytest.raises(InputError, match=phrase.replace("(", r"\(").replace(")", r"\)")) as error:
+        BadCLIP.check_cfg(cfg)
+    assert "\n" not in str(error.value)
+
+
+def test_baple_on_cocoop_refuses_a_coop_run_as_its_start(standins, synthetic_root, tmp_path):
+    from configs.errors import InputError
+
+    train(run_cfg("CoOp", synthetic_root, tmp_path / "coop", standins[BACKBONE], backbone=BACKBONE,
+                  **{"OPTIM.MAX_EPOCH": 1, "TRAINER.COOP.CTX_INIT": "a photo of a"}))
+    cfg = run_cfg("BAPLeCoCoOp", synthetic_root, tmp_path / "baple", standins[BACKBONE], backbone=BACKBONE,
+                  **{"TRAINER.BAPLE.INIT": str(tmp_path / "coop")})
+    with pytest.raises(InputError, match="is not this run's .*; use a CoCoOp run for BAPLeCoCoOp"):
+        build(cfg)
