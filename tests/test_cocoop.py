@@ -217,8 +217,8 @@ def test_badclip_resumed_from_an_epoch_checkpoint_ends_as_an_uninterrupted_run_a
     assert glob.glob(str(whole / "tensorboard" / "*"))
 
 
-def test_defend_runs_on_badclip_and_cocoop_runs(standins, synthetic_root, tmp_path):
-    from scripts import defend
+def test_defend_and_figures_run_on_badclip_and_cocoop_runs(standins, synthetic_root, tmp_path):
+    from scripts import defend, figures
 
     root = tmp_path / "runs"
     train(badclip_cfg(standins, synthetic_root, root / "badclip", **{"OPTIM.MAX_EPOCH": 1}))
@@ -239,6 +239,12 @@ def test_defend_runs_on_badclip_and_cocoop_runs(standins, synthetic_root, tmp_pa
             assert report["retune"][variant]["trainable_params"] == learner_params  # re-tuned as CoCoOp
     table = (root / "defences.md").read_text()
     assert "| badclip | BadCLIP |" in table and "| cocoop | Clean_CoCoOp |" in table
+
+    assert figures.main(["trigger", str(root / "badclip")]) == 0
+    assert figures.main(["tsne", str(root / "cocoop"), "--max-images", "12", "--trigger-from",
+                         str(root / "badclip")]) == 0
+    for picture in (root / "badclip" / "trigger.png", root / "cocoop" / "tsne.png"):
+        assert os.path.getsize(picture) > 1000
 
 
 def test_sweep_runs_the_cocoop_methods_and_the_report_has_their_rows(standins, synthetic_root, tmp_path,
