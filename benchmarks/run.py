@@ -1,4 +1,5 @@
-"""Cost of a BAPLe step against a CoOp step and a full fine-tuning step, on the real architectures.
+"""Cost of a BAPLe step against a CoOp step and a full fine-tuning step (and of CoCoOp and BadCLIP steps
+against CoOp's), on the real architectures.
 
     python -m benchmarks.run [--backbones quiltnet biomedclip] [--device auto|cpu|cuda] [--json PATH]
 
@@ -6,9 +7,10 @@ What is measured
 - Backbones: the real models' architectures at their real sizes with random weights
   (``clip_models.standins.write_standins(..., full_size=True)``), written once into ``--cache`` (reused
   when present) and loaded through the project's own loading code with ``HF_HUB_OFFLINE=1``.
-- Trainers: CoOp (clean), BAPLe and FineTune (clean), built by ``build_trainer`` from the repository's
-  configs (``configs/trainers/<method>.yaml``, and the backbone's own file where there is one) on a synthetic 2-class dataset (COVID-like
-  X-rays at 224 px), with ``--precision`` (default: bf16 autocast on CUDA, fp32 on the CPU).
+- Trainers: CoOp (clean), BAPLe, FineTune (clean), CoCoOp (clean) and BadCLIP, built by
+  ``build_trainer`` from the repository's configs (``configs/trainers/<method>.yaml``, and the backbone's
+  own file where there is one) on a synthetic 2-class dataset (COVID-like X-rays at 224 px), with
+  ``--precision`` (default: bf16 autocast on CUDA, fp32 on the CPU).
 - A step: the trainer's own ``forward_backward`` on one fixed batch of 16 images in which exactly one
   row is poisoned (1/16 = 6.25 %, the closest a batch of 16 comes to the paper's 5 %).
 - Evaluation: the trainer's own ``evaluate()`` over the synthetic test images.
@@ -89,8 +91,8 @@ def bench_backbone(name, args, device, precision, root, output_dir):
     weights = ensure_standins(hub_cache(args), name, full_size=not args.tiny)
     started = time.perf_counter()
     trainers = {method: build_method(method, name, weights, root, output_dir, device, precision, args.batch_size)
-                for method in ("CoOp", "BAPLe", "FineTune")}
-    print(f"[{name}] three trainers built in {time.perf_counter() - started:.0f} s", flush=True)
+                for method in ("CoOp", "BAPLe", "FineTune", "CoCoOp", "BadCLIP")}
+    print(f"[{name}] {len(trainers)} trainers built in {time.perf_counter() - started:.0f} s", flush=True)
     coop, baple, finetune = trainers["CoOp"], trainers["BAPLe"], trainers["FineTune"]
     batch = fixed_batch(baple, args.batch_size)
     poisoned_rows = int(baple.poison_mask[batch["index"]].sum())
@@ -107,6 +109,10 @@ def bench_backbone(name, args, device, precision, root, output_dir):
         "BAPLe, naive": (naive_baple_step(baple, batch), args.batch_size, baple,
                          "before: per-sample trigger loop, whole batch back-propagated to the input"),
         "FineTune": (train_step(finetune, batch), args.batch_size, finetune, "image tower trained, clean"),
+        "CoCoOp": (train_step(trainers["CoCoOp"], batch), args.batch_size, trainers["CoCoOp"],
+                   "per-image prompts: batch x classes through the text tower in one call"),
+        "BadCLIP": (train_step(trainers["BadCLIP"], batch), 2 * args.batch_size, trainers["BadCLIP"],
+                    "CoCoOp on every image clean and triggered, the trigger learned"),
         "eval": (evaluation(baple), 2 * n_test, None, "clean + triggered in one pass"),
         "eval, clean only": (evaluation(baple, trigger=None), n_test, None, "no trigger"),
         "eval, two passes": (two_pass_evaluation(baple), 2 * n_test, None, "before: clean pass, then triggered pass"),
@@ -163,6 +169,8 @@ def ratios_and_checks(rows, prompt_cut):
     ratios = {
         "BAPLe / CoOp": ratio("BAPLe", "CoOp"),
         "BAPLe / FineTune": ratio("BAPLe", "FineTune"),
+        "CoCoOp / CoOp": ratio("CoCoOp", "CoOp"),
+        "BadCLIP / CoOp": ratio("BadCLIP", "CoOp"),
         "BAPLe naive / BAPLe": ratio("BAPLe, naive", "BAPLe"),
         "CoOp padded / CoOp": ratio("CoOp, padded prompts", "CoOp"),
         "eval two passes / one pass": ratio("eval, two passes", "eval"),

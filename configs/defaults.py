@@ -57,6 +57,13 @@ def extend_cfg(cfg):
     # reference code's released ctx_<model>_<dataset>_s<seed>.pt) to start the context from.
     cfg.TRAINER.BAPLE.INIT = ""
 
+    # BadCLIP (Bai et al., CVPR 2024): CoCoOp's learner (TRAINER.COOP.* keys) and a learnable image-wide trigger.
+    cfg.TRAINER.BADCLIP = CN()
+    cfg.TRAINER.BADCLIP.EPS = 4.0  # trigger budget in 1/255 pixel units (eps / std per channel, normalised)
+    cfg.TRAINER.BADCLIP.LR = 0.002  # the trigger's own SGD in the joint stage (OPTIM's momentum, decay, schedule)
+    cfg.TRAINER.BADCLIP.INIT_EPOCHS = 3  # trigger-initialisation epochs before prompt learning (0: none)
+    cfg.TRAINER.BADCLIP.INIT_LR = 0.1  # plain gradient step of that stage
+
     cfg.BACKDOOR = CN()
     cfg.BACKDOOR.ATTACK = "none"  # poisoning attack for CoOp / FineTune: none, badnets, wanet, fiba
     cfg.BACKDOOR.TARGET_CLASS = 0

@@ -18,6 +18,7 @@ class Method:
     trainer: str  # TRAINER.NAME; the method file is configs/trainers/<trainer>.yaml
     attack: str  # the "attack" its results.json records; "none": a clean method
     overrides: tuple = ()  # KEY VALUE pairs after the method file
+    init_from: str = ""  # the clean method whose run of the same seed its prompt learner starts from (BAPLe's)
 
     @property
     def targeted(self):
@@ -45,7 +46,10 @@ def method_name(trainer, attack):
     return next((m.name for m in methods() if (m.trainer, m.attack) == (trainer, attack)), f"{trainer}+{attack}")
 
 
-# In the paper's row order (ZeroShot, which the paper does not tabulate, first).
+# In the paper's row order (ZeroShot, which the paper does not tabulate, first), then the same attacks with
+# CoCoOp's learner and BadCLIP (beyond the paper).
 for _method in (Method("ZeroShot", "ZeroShot", "none"), *_baselines("FineTune", "FT"), *_baselines("CoOp", "PL"),
-                Method("BAPLe", "BAPLe", "baple")):
+                Method("BAPLe", "BAPLe", "baple", init_from="Clean_PL"), *_baselines("CoCoOp", "CoCoOp"),
+                Method("BAPLe_CoCoOp", "BAPLeCoCoOp", "baple", init_from="Clean_CoCoOp"),
+                Method("BadCLIP", "BadCLIP", "badclip")):
     register_method(_method)

@@ -78,8 +78,8 @@ def test_benchmark_runs_on_tiny_standins_and_reports_every_variant(tmp_path):
     report = json.loads(out.read_text())
     result = report["backbones"]["clip"]
     variants = result["variants"]
-    assert set(variants) == {"CoOp", "CoOp, padded prompts", "BAPLe", "BAPLe, naive", "FineTune", "eval",
-                             "eval, clean only", "eval, two passes", "eval, no workers"}
+    assert set(variants) == {"CoOp", "CoOp, padded prompts", "BAPLe", "BAPLe, naive", "FineTune", "CoCoOp", "BadCLIP",
+                             "eval", "eval, clean only", "eval, two passes", "eval, no workers"}
     assert all(len(v["seconds"]) == 1 and v["median_s"] > 0 for v in variants.values())
     assert result["poisoned_rows"] == 1 and result["batch_size"] == 16
     # CoOp trains 16 context vectors; BAPLe also the image-sized trigger noise.
@@ -88,4 +88,7 @@ def test_benchmark_runs_on_tiny_standins_and_reports_every_variant(tmp_path):
     assert variants["FineTune"]["trainable_params"] > ctx
     cut = result["prompt_cut"]
     assert cut["cut_length"] < cut["padded_length"] == 77 and cut["max_abs_difference"] <= 1e-5
-    assert set(result["ratios"]) >= {"BAPLe / CoOp", "BAPLe / FineTune", "BAPLe naive / BAPLe"}
+    assert set(result["ratios"]) >= {"BAPLe / CoOp", "BAPLe / FineTune", "BAPLe naive / BAPLe", "CoCoOp / CoOp",
+                                     "BadCLIP / CoOp"}
+    # CoCoOp: 4 context vectors and the meta-network; BadCLIP also its image-sized trigger.
+    assert variants["BadCLIP"]["trainable_params"] == variants["CoCoOp"]["trainable_params"] + 3 * 224 * 224

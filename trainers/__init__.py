@@ -1,2 +1,2 @@
 """Trainers, registered into the engine's TRAINER_REGISTRY on import."""
-from . import baple, coop, finetune, zeroshot  # noqa: F401
+from . import badclip, baple, cocoop, coop, finetune, zeroshot  # noqa: F401

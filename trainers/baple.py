@@ -32,16 +32,18 @@ from dassl_compat.checkpoint import latest_checkpoint, load_checkpoint
 from .attacks import LearnableNoise, build_baple_patch
 from .attacks.noise import NOISE_INITS, ORDERS, NoisePatchTrigger
 from .base import EVAL_KEYS, POISON_KEYS, register_trainer
+from .cocoop import CoCoOp
 from .coop import CoOp
 from .metrics import split_losses
 
 NOISE_GRADS = ("per_step", "accumulate")
 
 
-def load_context(path):
-    """The context vectors of a CoOp run folder (latest checkpoint), a CoOp checkpoint file, or a bare
-    context tensor file such as the reference code's released ``ctx_<model>_<dataset>_s<seed>.pt``
-    (an fp16 [N_CTX, D] tensor; [C, N_CTX, D] for class-specific context)."""
+def load_learner_state(path):
+    """The prompt learner's state (the context vectors ``ctx``, and CoCoOp's meta-network) of a run folder
+    (latest checkpoint) or checkpoint file, or ``{"ctx": ...}`` of a bare context tensor file such as the
+    reference code's released ``ctx_<model>_<dataset>_s<seed>.pt`` (an fp16 [N_CTX, D] tensor; [C, N_CTX, D]
+    for class-specific context)."""
     if osp.isdir(path):
         checkpoint = latest_checkpoint(osp.join(path, "prompt_learner"))
         if checkpoint is None:
@@ -50,11 +52,11 @@ def load_context(path):
         path = checkpoint
     loaded = load_checkpoint(path)
     if isinstance(loaded, torch.Tensor):
-        return loaded
+        return {"ctx": loaded}
     if not isinstance(loaded, dict) or "ctx" not in loaded.get("state_dict", {}):
         raise InputError(f"{path} holds no context vectors ('ctx'); --init must point at a CoOp run or checkpoint, "
                          "or a bare [N_CTX, D] context tensor file")
-    return loaded["state_dict"]["ctx"]
+    return loaded["state_dict"]
 
 
 def context_shape_error(init, shape, needed):
@@ -94,7 +96,7 @@ class BAPLe(CoOp):
                              "context")
         coop = cfg.TRAINER.COOP
         if init and not coop.CTX_INIT:  # the width D is the backbone's, checked once it is built
-            ctx = load_context(init)
+            ctx = load_learner_state(init)["ctx"]
             needs = ("C",) * coop.CSC + (coop.N_CTX, "D")
             if ctx.dim() != len(needs) or ctx.shape[-2] != coop.N_CTX:
                 raise context_shape_error(init, ctx.shape, "(" + ", ".join(map(str, needs)) + ")")
@@ -116,12 +118,15 @@ class BAPLe(CoOp):
         self.register_model("trigger", self.trigger, None, None)
         init = self.cfg.TRAINER.BAPLE.INIT
         if init:
-            ctx = load_context(init)
-            if ctx.shape != self.prompt_learner.ctx.shape:
-                raise context_shape_error(init, ctx.shape, str(tuple(self.prompt_learner.ctx.shape)))
-            with torch.no_grad():
-                self.prompt_learner.ctx.copy_(ctx)
-            print(f"Context initialised from {init}")
+            state, own = load_learner_state(init), self.prompt_learner.state_dict()
+            if state["ctx"].shape != own["ctx"].shape:
+                raise context_shape_error(init, state["ctx"].shape, str(tuple(own["ctx"].shape)))
+            if set(state) != set(own):
+                raise InputError(f"The prompt learner in {init} ({', '.join(sorted(state))}) is not this run's "
+                                 f"({', '.join(sorted(own))}); use a {self.clean_learner().registry_name} run for "
+                                 f"{self.cfg.TRAINER.NAME}")
+            self.prompt_learner.load_state_dict(state)
+            print(f"Prompt learner initialised from {init}")
 
     def forward_backward(self, batch):
         images, labels, poisoned, _ = self.parse_batch_train(batch)
@@ -130,14 +135,13 @@ class BAPLe(CoOp):
             noise.delta.grad = None
         clean_rows = ~poisoned
         with self.autocast(self.precision()):
-            class_embeddings = self.model.class_embeddings()
             embeddings = []
             if clean_rows.any():
                 with torch.no_grad():
                     embeddings.append(self.model.image_embeddings(images[clean_rows]))
             if poisoned.any():
                 embeddings.append(self.model.image_embeddings(self.trigger(images[poisoned])))
-            logits = self.model.logits(torch.cat(embeddings), class_embeddings).float()
+            logits = self.model.embedding_logits(torch.cat(embeddings)).float()
         labels = torch.cat([labels[clean_rows], labels[poisoned]])
         is_poisoned = torch.arange(len(labels), device=labels.device) >= int(clean_rows.sum())
         # Mean loss of each part, weighted equally (lambda_c = lambda_p = 1), as the reference code does.
@@ -149,3 +153,11 @@ class BAPLe(CoOp):
             self.update_lr()
         return {"loss": loss.item(), "acc": compute_accuracy(logits, labels)[0].item(),
                 **split_losses(logits.detach(), labels, is_poisoned), "noise_linf": noise.delta.abs().max().item()}
+
+
+@register_trainer
+class BAPLeCoCoOp(CoCoOp, BAPLe):
+    """BAPLe's trigger and exact poison set with CoCoOp's learner (CoCoOp's learner, everything else BAPLe's);
+    ``--init`` takes a clean CoCoOp run (context and meta-network)."""
+
+    CFG_KEYS = BAPLe.CFG_KEYS

@@ -65,17 +65,17 @@ class CLIPClassifier(nn.Module):
     def logits(self, image_embeddings, class_embeddings):
         return self.backbone.logit_scale.exp() * image_embeddings @ class_embeddings.t()
 
-    def forward(self, images):
-        return self.logits(self.image_embeddings(images), self.class_embeddings())
-
     def eval_context(self):
-        """What an evaluation computes once and shares across its batches (default: the class embeddings)."""
+        """What an evaluation computes once, before its batches: the class embeddings."""
         return self.class_embeddings()
 
     def eval_logits(self, images, context):
-        """Logits of ``images`` (pixels in [0, 1]) given ``eval_context()``'s result; a learner whose
-        prompts depend on the image (CoCoOp) overrides both hooks."""
+        """Logits of [0, 1] images given ``eval_context()`` (a learner whose prompts depend on the image,
+        CoCoOp, overrides both)."""
         return self.logits(self.image_embeddings(images), context)
+
+    def forward(self, images):
+        return self.eval_logits(images, self.eval_context())
 
 
 OWN_TRIGGER = object()  # ``evaluate``'s default trigger: the run's own (``eval_trigger``)
@@ -150,6 +150,11 @@ class BackdoorTrainer(TrainerX):
         """The trigger this method trains with and evaluates (None: no backdoor)."""
         return build_attack(cfg, image_size)
 
+    @classmethod
+    def make_poison_plan(cls, cfg, labels, trigger):
+        """Which training images are poisoned: an exact, seeded subset (``BACKDOOR.*``)."""
+        return plan_from_cfg(cfg, labels, trigger.cross_ratio)
+
     # ---- data and poisoning -----------------------------------------------------------------
     def build_data_loader(self):
         dm = DataManager(self.cfg, dataset_wrapper=ImageDataset)
@@ -166,7 +171,7 @@ class BackdoorTrainer(TrainerX):
         if self.trigger is None:
             self.poison_plan = PoisonPlan(target)
         else:
-            self.poison_plan = plan_from_cfg(self.cfg, labels, self.trigger.cross_ratio)
+            self.poison_plan = self.make_poison_plan(self.cfg, labels, self.trigger)
             print(f"Poisoned {len(self.poison_plan.poisoned)} of {len(labels)} training images "
                   f"(target class {target}: {self.lab2cname[target]})")
         redraw = "fixed" if self.trigger is None else self.trigger.cross_redraw

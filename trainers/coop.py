@@ -65,21 +65,32 @@ class PromptLearner(nn.Module):
     def tokens(self):
         return TokenizedText(self.input_ids, self.attention_mask)
 
-    def forward(self):
-        ctx = self.ctx if self.ctx.dim() == 3 else self.ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
-        prefix, suffix = self.token_prefix, self.token_suffix
+    def class_contexts(self):
+        """[C, n_ctx, D]: every class's context (the shared one repeated, or the class-specific ones)."""
+        return self.ctx if self.ctx.dim() == 3 else self.ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
+
+    def assemble(self, ctx):
+        """Prompt embeddings [..., C, L, D] from per-class contexts [..., C, n_ctx, D]; leading dimensions
+        (CoCoOp's images) are broadcast over the fixed token parts."""
+        lead = ctx.shape[:-3]
+        prefix = self.token_prefix.expand(*lead, *self.token_prefix.shape)
+        suffix = self.token_suffix.expand(*lead, *self.token_suffix.shape)
         if self.class_token_position == "end":
-            return torch.cat([prefix, ctx, suffix], dim=1)
+            return torch.cat([prefix, ctx, suffix], dim=-2)
         prompts = []
         half = self.n_ctx // 2
         for i, name_len in enumerate(self.name_lens):
-            name, rest = suffix[i:i + 1, :name_len], suffix[i:i + 1, name_len:]
+            first, context = prefix[..., i:i + 1, :, :], ctx[..., i:i + 1, :, :]
+            name, rest = suffix[..., i:i + 1, :name_len, :], suffix[..., i:i + 1, name_len:, :]
             if self.class_token_position == "middle":
-                parts = [prefix[i:i + 1], ctx[i:i + 1, :half], name, ctx[i:i + 1, half:], rest]
+                parts = [first, context[..., :half, :], name, context[..., half:, :], rest]
             else:
-                parts = [prefix[i:i + 1], name, ctx[i:i + 1], rest]
-            prompts.append(torch.cat(parts, dim=1))
-        return torch.cat(prompts, dim=0)
+                parts = [first, name, context, rest]
+            prompts.append(torch.cat(parts, dim=-2))
+        return torch.cat(prompts, dim=-3)
+
+    def forward(self):
+        return self.assemble(self.class_contexts())
 
 
 class PromptCLIP(CLIPClassifier):
@@ -93,6 +104,10 @@ class PromptCLIP(CLIPClassifier):
         text = self.backbone.encode_text_embeddings(self.prompt_learner(), self.prompt_learner.tokens)
         return F.normalize(text, dim=-1)
 
+    def embedding_logits(self, image_embeddings):
+        """Logits of unit-norm image embeddings (training: the image tower has run already)."""
+        return self.logits(image_embeddings, self.class_embeddings())
+
 
 @register_trainer
 class CoOp(BackdoorTrainer):
@@ -100,6 +115,12 @@ class CoOp(BackdoorTrainer):
 
     PROMPT_KEYS = ("TRAINER.COOP",)
     CFG_KEYS = EVAL_KEYS + POISON_KEYS + ATTACK_KEYS + PROMPT_KEYS
+    learner_class, model_class = PromptLearner, PromptCLIP
+
+    @classmethod
+    def clean_learner(cls):
+        """The clean trainer of this learner: a defender re-tunes a received prompt with it."""
+        return CoOp
 
     @classmethod
     def check_cfg(cls, cfg):
@@ -127,9 +148,9 @@ class CoOp(BackdoorTrainer):
         # Frozen, so its weights are cast once (backbone_dtype) rather than by autocast at every use.
         backbone = freeze(self.build_backbone())
         print(f"Building prompt learner on {backbone.name} ({len(self.dm.dataset.classnames)} classes)")
-        self.prompt_learner = PromptLearner(cfg, self.dm.dataset.classnames, backbone,
-                                           self.trainable_dtype()).to(self.device)
-        self.model = PromptCLIP(backbone, self.prompt_learner)
+        self.prompt_learner = self.learner_class(cfg, self.dm.dataset.classnames, backbone,
+                                                 self.trainable_dtype()).to(self.device)
+        self.model = self.model_class(backbone, self.prompt_learner)
         if self.trigger is not None:
             self.trigger.to(self.device)
         self.optim = build_optimizer(self.prompt_learner, cfg.OPTIM)
@@ -143,7 +164,7 @@ class CoOp(BackdoorTrainer):
         with self.autocast(self.precision()):
             with torch.no_grad():
                 image_embeddings = self.model.image_embeddings(images)
-            logits = self.model.logits(image_embeddings, self.model.class_embeddings()).float()
+            logits = self.model.embedding_logits(image_embeddings).float()
         loss = F.cross_entropy(logits, labels)
         self.model_backward_and_update(loss)
         if (self.batch_idx + 1) == self.num_batches:

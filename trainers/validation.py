@@ -30,7 +30,7 @@ from datasets.folder import FolderDataset
 
 from .attacks import available_attacks
 from .base import BackdoorTrainer, check_input_size
-from .poisoning import check_target_class, plan_from_cfg
+from .poisoning import check_target_class
 
 
 def validate_cfg(cfg):
@@ -53,7 +53,7 @@ def validate_cfg(cfg):
     check_target_class(cfg.BACKDOOR.TARGET_CLASS, len(sizes), cfg.DATASET.NAME)
     if trigger is not None:
         labels = [label for label, size in enumerate(sizes.values()) for _ in range(size)]
-        plan_from_cfg(cfg, labels, trigger.cross_ratio)
+        trainer.make_poison_plan(cfg, labels, trigger)
 
 
 def keys_read(trainer):

@@ -9,7 +9,8 @@ Layout: ``OUTPUT_DIR/<dataset>/<method>/<backbone>[/<KEY>=<VALUE>...][/target<k>
 method (ZeroShot, Clean_PL, Clean_FT) does not depend on the target class and runs once per seed,
 without the target level. BAPLe starts from the Clean_PL run of the same dataset, backbone,
 varied values and seed (the paper's protocol; ``--baple-init clean-pl``), which the sweep adds
-and runs first; ``--baple-init random`` starts from CoOp's random context instead.
+and runs first; ``--baple-init random`` starts from CoOp's random context instead. BAPLe_CoCoOp
+starts from the Clean_CoCoOp run in the same way.
 
 Each run is ``python -m train`` in a process of its own, forked from a server process that has
 imported the project once, with its console output in ``<run folder>/sweep.log``: a run that

@@ -29,7 +29,8 @@ def build_parser():
     cli.add_overrides(p, help="config values for every run whose trainer reads them: KEY VALUE pairs (after --, "
                               "or --set KEY=VALUE)")
     p.add_argument("--baple-init", choices=("clean-pl", "random"), default="clean-pl",
-                   help="BAPLe's context: from the matching Clean_PL run (default, the paper's) or random")
+                   help="BAPLe's context: from the matching Clean_PL (BAPLe_CoCoOp: Clean_CoCoOp) run "
+                        "(default, the paper's) or random")
     p.add_argument("--profile", default="", help="train.py --profile for every run (configs/profiles/NAME.yaml)")
     p.add_argument("--config-dir", default=CONFIGS, help="folder with datasets/ and trainers/ config files")
     p.add_argument("--dry-run", action="store_true", help="print the runs and their commands, run nothing")

@@ -55,9 +55,13 @@ def _methods(names, baple_init):
     unknown = [n for n in names if n not in known]
     if unknown:
         raise InputError(f"Unknown method {unknown[0]!r}; choose from {', '.join(known)} or all")
-    if "BAPLe" in names and baple_init == "clean-pl" and "Clean_PL" not in names:
-        print("BAPLe starts from the Clean_PL runs (--baple-init clean-pl): adding Clean_PL to the sweep")
-        names = names + ["Clean_PL"]
+    if baple_init == "clean-pl":
+        for name in list(names):
+            init_from = METHOD_REGISTRY.get(name).init_from
+            if init_from and init_from not in names:
+                print(f"{name} starts from the {init_from} runs (--baple-init clean-pl): adding {init_from} to the "
+                      "sweep")
+                names = names + [init_from]
     return [m for m in registered_methods() if m.name in names]  # the table's order: Clean_PL before BAPLe
 
 
@@ -133,8 +137,8 @@ def _folder(out, method, dataset, backbone, variant, target, seed):
 def _run(method, dataset, backbone, target, seed, variant, out, data_root, config_dir, fixed, baple_init, profile):
     folder = _folder(out, method.name, dataset, backbone, variant, target, seed)
     needs = ""
-    if method.name == "BAPLe" and baple_init == "clean-pl":
-        needs = _folder(out, "Clean_PL", dataset, backbone, variant, None, seed)
+    if method.init_from and baple_init == "clean-pl":
+        needs = _folder(out, method.init_from, dataset, backbone, variant, None, seed)
     argv = ["--root", data_root, "--trainer", method.trainer, "--backbone", backbone, "--seed", str(seed),
             "--dataset-config-file", osp.join(config_dir, "datasets", f"{dataset}.yaml"),
             "--config-file", osp.join(config_dir, "trainers", f"{method.trainer}.yaml"),

@@ -37,21 +37,19 @@ MAD_CONSISTENCY = 1.4826  # MAD of a normal sample times this estimates its stan
 FLAG_ABOVE = 2.0
 
 
-def _logits(trainer, images, delta, class_embeddings):
-    model = trainer.model
-    perturbed = (images + delta).clamp(0, 1)
-    return model.logits(model.image_embeddings(perturbed), class_embeddings).float()
+def _logits(trainer, images, delta, context):
+    return trainer.model.eval_logits((images + delta).clamp(0, 1), context).float()
 
 
 @torch.no_grad()
-def success_rate(trainer, images, delta, target, class_embeddings, batch_size):
+def success_rate(trainer, images, delta, target, context, batch_size):
     hits = 0
     for chunk in images.split(batch_size):
-        hits += int((_logits(trainer, chunk.to(trainer.device), delta, class_embeddings).argmax(1) == target).sum())
+        hits += int((_logits(trainer, chunk.to(trainer.device), delta, context).argmax(1) == target).sum())
     return hits / len(images)
 
 
-def search_class(trainer, images, target, budgets, steps, success, class_embeddings, batch_size):
+def search_class(trainer, images, target, budgets, steps, success, context, batch_size):
     """Minimal universal L-infinity budget (1/255 units) that sends ``success`` of ``images`` to ``target``."""
     delta = torch.zeros((1, *images.shape[1:]), device=trainer.device)
     curve = []
@@ -62,12 +60,12 @@ def search_class(trainer, images, target, budgets, steps, success, class_embeddi
             delta.requires_grad_(True)
             grad = torch.zeros_like(delta)
             for chunk in images.split(batch_size):
-                logits = _logits(trainer, chunk.to(trainer.device), delta, class_embeddings)
+                logits = _logits(trainer, chunk.to(trainer.device), delta, context)
                 loss = F.cross_entropy(logits, torch.full((len(chunk),), target, device=trainer.device),
                                        reduction="sum")
                 grad += torch.autograd.grad(loss, delta)[0]
             delta = (delta.detach() - step_size * grad.sign()).clamp(-eps, eps)
-        curve.append({"budget": budget, "success": success_rate(trainer, images, delta, target, class_embeddings,
+        curve.append({"budget": budget, "success": success_rate(trainer, images, delta, target, context,
                                                                 batch_size)})
         if curve[-1]["success"] >= success:
             break
@@ -111,11 +109,11 @@ def reconstruct(trainer, images, labels, budgets, steps, success=0.9, max_images
     classes = []
     with trainer.autocast(trainer.precision()):
         with torch.no_grad():
-            class_embeddings = trainer.model.class_embeddings()
+            context = trainer.model.eval_context()
         for target in range(trainer.num_classes):
             others = images[labels != target]
             others = others[torch.randperm(len(others), generator=generator)[:max_images]]
-            result = search_class(trainer, others, target, budgets, steps, success, class_embeddings, batch_size)
+            result = search_class(trainer, others, target, budgets, steps, success, context, batch_size)
             log(f"  class {target}: minimal budget {result['min_budget']:.2f}/255"
                 f"{'' if result['reached'] else ' (not reached)'}")
             classes.append({"class": target, "name": trainer.lab2cname[target], "num_images": len(others), **result})

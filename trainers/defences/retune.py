@@ -1,7 +1,8 @@
 """Model-side defences of a hospital that received a learned prompt: tune it again on a small trusted
 clean set, and, as the clean baseline to compare with, tune a context initialised from words.
 
-Both are CoOp trainings (the project's ``CoOp`` trainer, unpoisoned) on the trusted few-shot set
+Both are CoOp trainings (the project's ``CoOp`` trainer, unpoisoned; ``CoCoOp`` for runs with CoCoOp's
+learner: CoCoOp, BAPLeCoCoOp, BadCLIP) on the trusted few-shot set
 (``shots`` per class, drawn with ``seed``, through CoOp's training augmentation), with the run's
 prompt settings, optimiser and learning rate, no warm-up (the received context is already trained)
 and a cosine schedule over ``epochs``, run by the engine's own ``train()``. CA and BA, with the run's
@@ -52,7 +53,8 @@ def defender_opts(cfg, run, own_trigger, shots, seed, epochs, lr=None, words=Non
     with the defence's own overrides): a clean CoOp on the trusted set, evaluated on the test set after
     every epoch; ``own_trigger``: BA is measured with the run's own trigger; ``words``: start from these
     words instead of the received context (None keeps the run's prompt layout)."""
-    opts = ["TRAINER.NAME", CoOp.registry_name, "BACKDOOR.ATTACK", "none", "TRAINER.BAPLE.INIT", "",
+    learner = TRAINER_REGISTRY.get(cfg.TRAINER.NAME).clean_learner()  # CoOp, or CoCoOp for its learners
+    opts = ["TRAINER.NAME", learner.registry_name, "BACKDOOR.ATTACK", "none", "TRAINER.BAPLE.INIT", "",
             "DATASET.NUM_SHOTS", shots, "SEED", seed, "OPTIM.MAX_EPOCH", epochs, "OPTIM.WARMUP_EPOCH", 0,
             "TEST.EVAL_FREQ", 1, "TEST.NO_TEST", False, "TEST.FINAL_MODEL", "last_step", "TEST.SPLIT", "test",
             "RESUME", ""]
@@ -62,12 +64,12 @@ def defender_opts(cfg, run, own_trigger, shots, seed, epochs, lr=None, words=Non
         opts += ["TRAINER.COOP.CTX_INIT", words]
     if lr is not None:
         opts += ["OPTIM.LR", float(lr)]
-    # Keys of the run's trainer that CoOp does not read (e.g. a BAPLe run's own trigger settings) back
-    # at their defaults: CoOp would refuse them.
+    # Keys of the run's trainer that the clean learner does not read (e.g. a BAPLe run's own trigger
+    # settings) back at their defaults: it would refuse them.
     tuned = cfg.clone()
     tuned.defrost()
     tuned.merge_from_list(opts)
-    return opts + defaults_of_unread_keys(tuned, CoOp)
+    return opts + defaults_of_unread_keys(tuned, learner)
 
 
 def retune(run, opts, log, received=True):

@@ -22,13 +22,13 @@ def mean_entropies(trainer, images, overlays, draws, batch_size):
     trainer.set_model_mode("eval")
     entropies = []
     with trainer.autocast(trainer.precision()):
-        class_embeddings = model.class_embeddings()
+        context = model.eval_context()
         per_batch = max(1, batch_size // draws.shape[1])  # images whose blends fill one test batch
         for start in range(0, len(images), per_batch):
             chunk = images[start:start + per_batch]
             picks = draws[start:start + len(chunk)]
             blends = 0.5 * chunk.unsqueeze(1) + 0.5 * overlays[picks]  # [b, n, 3, H, W]
-            logits = model.logits(model.image_embeddings(blends.flatten(0, 1).to(trainer.device)), class_embeddings)
+            logits = model.eval_logits(blends.flatten(0, 1).to(trainer.device), context)
             log_p = torch.log_softmax(logits.float(), dim=1)
             entropy = -(log_p.exp() * log_p).sum(1).view(len(chunk), -1).mean(1)
             entropies.append(entropy.cpu())
