@@ -271,5 +271,5 @@ def test_sweep_passes_its_profile_to_every_run_and_refuses_an_unknown_one(standi
     assert sweep.main(argv) == 0
     commands = [line for line in capsys.readouterr().out.splitlines() if "python -m train" in line]
     assert len(commands) == 2 and all(" --profile reference " in line for line in commands)
-    assert sweep.main(argv[:-3] + ["--profile", "paper", "--dry-run"]) == 2
+    assert sweep.run(argv[:-3] + ["--profile", "paper", "--dry-run"]) == 2
     assert "Unknown profile 'paper' (--profile); choose from: reference" in capsys.readouterr().out
