@@ -154,6 +154,17 @@ def upgraded(config):
     return config
 
 
+def flat_keys(node, prefix=""):
+    """``{"A.B": value}``: every leaf of a config node or nested dict (a stored config) by its dotted key."""
+    flat = {}
+    for key, value in node.items():
+        if hasattr(value, "items"):
+            flat.update(flat_keys(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
 def profile_names():
     """The profiles ``--profile`` takes: the YAML files of ``configs/profiles/``, by name."""
     return sorted(name[:-len(".yaml")] for name in os.listdir(PROFILE_DIR) if name.endswith(".yaml"))

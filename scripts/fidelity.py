@@ -20,7 +20,7 @@ import yaml
 
 from common import cli, tables
 from common.errors import InputError
-from configs.defaults import PROFILE_DIR, get_cfg, profile_file
+from configs.defaults import PROFILE_DIR, flat_keys, get_cfg, profile_file
 from scripts import quickstart
 from trainers.run import Run
 
@@ -32,20 +32,9 @@ COLUMNS = ("behaviour", "paper", "reference code", "each model's own code", "pro
            "CA / BA, this alone")
 
 
-def flatten(node, prefix=""):
-    """``{"A.B": value}`` of a nested dict (a YAML config)."""
-    out = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def profile_values(name):
     with open(profile_file(name), encoding="utf-8") as f:
-        return flatten(yaml.safe_load(f) or {})
+        return flat_keys(yaml.safe_load(f) or {})
 
 
 def read_rows(name):
@@ -120,7 +109,7 @@ def setting_text(keys, cfg_values):
 
 
 def render_table(rows, name, output_root):
-    defaults, values = flatten(yaml.safe_load(get_cfg().dump())), profile_values(name)
+    defaults, values = flat_keys(yaml.safe_load(get_cfg().dump())), profile_values(name)
     cells = []
     for row in rows:
         keys = row.get("keys", [])

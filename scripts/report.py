@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from common import cli
 from common import tables as common_tables
 from common.errors import InputError
+from configs.defaults import flat_keys
 from scripts.methods import method_name, methods
 
 PAPER_NUMBERS = osp.join(osp.dirname(osp.abspath(__file__)), "paper_numbers.csv")
@@ -57,16 +58,6 @@ class Record:
     config: dict  # flattened
 
 
-def _flatten(tree, prefix=""):
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
 def load_records(root, by=()):
     """One Record per run under ``root``; a run's config is its stored one on today's defaults
     (``trainers.run.Run.cfg``), so a key added since the run was written has its default."""
@@ -75,7 +66,7 @@ def load_records(root, by=()):
     records = []
     for run in Run.find([root]):
         path, results = osp.join(run.path, "results.json"), run.results
-        config = _flatten(run.cfg)
+        config = flat_keys(run.cfg)
         missing = [key for key in by if key not in config]
         if missing:
             raise InputError(f"--by {missing[0]}: no such config key in {path}; use a dotted key such as "

@@ -333,13 +333,14 @@ def _profile_values(name="reference"):
 
 def test_the_reference_profile_sets_every_key_it_holds_away_from_the_default():
     from configs.defaults import get_cfg
-    from scripts.fidelity import flatten, read_rows
+    from configs.defaults import flat_keys
+    from scripts.fidelity import read_rows
 
     args = train_cli.build_parser().parse_args([
         "--dataset-config-file", "configs/datasets/kather.yaml", "--config-file", "configs/trainers/BAPLe.yaml", "--backbone", "plip",
         "--profile", "reference"])
-    merged = flatten(yaml_of(train_cli.setup_cfg(args)))
-    defaults = flatten(yaml_of(get_cfg()))
+    merged = flat_keys(yaml_of(train_cli.setup_cfg(args)))
+    defaults = flat_keys(yaml_of(get_cfg()))
     profile = _profile_values()
     assert {"TRAINER.PREC", "BACKDOOR.ORDER", "BACKDOOR.NOISE_GRAD", "BACKDOOR.NOISE_INIT", "BACKDOOR.POISON_DRAW",
             "DATASET.FEWSHOT_SAMPLER"} <= set(profile)

@@ -23,7 +23,7 @@ Each check is the function the trainer calls again while it builds, so a library
 """
 from clip_models import backbone_class
 from clip_models.registry import backbone_options
-from configs.defaults import profile_defaults
+from configs.defaults import flat_keys, profile_defaults
 from common.errors import InputError
 from dassl_compat import DATASET_REGISTRY, TRAINER_REGISTRY
 from datasets.folder import FolderDataset
@@ -80,7 +80,7 @@ def unread_keys(cfg, trainer):
     read (keys the defaults lack, from another engine, are skipped)."""
     defaults = profile_defaults(cfg.PROFILE)
     unread = {}
-    for key, value in _leaves(cfg):
+    for key, value in flat_keys(cfg).items():
         if reads_key(trainer, key):
             continue
         default = _leaf(defaults, key)
@@ -112,14 +112,6 @@ def defaults_of_unread_keys(cfg, trainer):
 
 
 _MISSING = object()
-
-
-def _leaves(node, prefix=""):
-    for key, value in node.items():
-        if hasattr(value, "items"):
-            yield from _leaves(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
 
 
 def _leaf(node, key):
