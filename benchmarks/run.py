@@ -298,9 +298,7 @@ def main(argv=None):
 INTERRUPTED = "what the finished backbones measured is in --json"
 
 
-def run(argv=None):
-    """Entry point with the project's exit codes (``common.cli``)."""
-    return cli.run(main, argv, interrupted=INTERRUPTED)
+run = cli.command(main, INTERRUPTED)  # the console command (setup.py)
 
 
 if __name__ == "__main__":

@@ -138,6 +138,16 @@ def run(main, argv=None, interrupted=RESUME_HINT):
     return code if isinstance(code, int) else EXIT_OK
 
 
+def command(main, interrupted=RESUME_HINT):
+    """The console command of ``main`` (``setup.py``'s entry points): ``run(argv=None)`` returning the
+    project's exit code (``run``)."""
+    def run_command(argv=None):
+        return run(main, argv, interrupted)
+
+    run_command.__doc__ = f"``{main.__module__}.main`` with the project's exit codes (``common.cli``)."
+    return run_command
+
+
 def exit_with(main, interrupted=RESUME_HINT):
     """``if __name__ == "__main__": cli.exit_with(main)``: run ``main`` on ``sys.argv`` and exit with its code."""
     sys.stdout.reconfigure(line_buffering=True)  # a killed run's console log (e.g. a cluster's) keeps its end

@@ -267,9 +267,7 @@ def main(argv=None):
     return reports
 
 
-def run(argv=None):
-    """Entry point with the project's exit codes (``common.cli``; returned, not raised)."""
-    return cli.run(main, argv)
+run = cli.command(main)  # the console command (setup.py)
 
 
 if __name__ == "__main__":

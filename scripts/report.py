@@ -270,9 +270,7 @@ def main(argv=None):
     return 0
 
 
-def run(argv=None):
-    """Entry point with the project's exit codes (``common.cli``)."""
-    return cli.run(main, argv)
+run = cli.command(main)  # the console command (setup.py)
 
 
 if __name__ == "__main__":

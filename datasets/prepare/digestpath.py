@@ -141,9 +141,7 @@ def command():
 main = common.main(prepare, command())
 
 
-def run(argv=None):
-    """Entry point with the project's exit codes (``common.cli``)."""
-    return cli.run(main, argv)
+run = cli.command(main)  # the console command (setup.py)
 
 
 if __name__ == "__main__":

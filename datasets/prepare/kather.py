@@ -34,9 +34,7 @@ def prepare(raw, out):
 main = common.main(prepare, common.command(__doc__))
 
 
-def run(argv=None):
-    """Entry point with the project's exit codes (``common.cli``)."""
-    return cli.run(main, argv)
+run = cli.command(main)  # the console command (setup.py)
 
 
 if __name__ == "__main__":

@@ -96,9 +96,7 @@ def prepare(raw, out, seed=0, test_fraction=0.2):
 main = common.main(prepare, common.command(__doc__, test_fraction=0.2))
 
 
-def run(argv=None):
-    """Entry point with the project's exit codes (``common.cli``)."""
-    return cli.run(main, argv)
+run = cli.command(main)  # the console command (setup.py)
 
 
 if __name__ == "__main__":

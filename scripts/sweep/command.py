@@ -71,6 +71,4 @@ def main(argv=None):
     return 0 if outcomes is None else summarise(outcomes)
 
 
-def run(argv=None):
-    """Entry point with the project's exit codes (``common.cli``)."""
-    return cli.run(main, argv, interrupted=INTERRUPTED)
+run = cli.command(main, INTERRUPTED)  # the console command (setup.py)
