@@ -412,3 +412,16 @@ def test_a_context_tensor_file_of_another_width_is_one_line_once_the_backbone_is
         build(cfg)
     assert f"{path} holds a context of shape (4, 7), this run needs (4, " in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_the_precision_probe_ignores_the_callers_grad_mode_and_random_state():
+    # Figures and defences build trainers under no_grad; a seeded run's draws must not move.
+    from trainers.base import precision_problem
+
+    precision_problem.cache_clear()
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        assert precision_problem("fp32", "cpu") is None
+    assert torch.equal(torch.rand(3), expected)
