@@ -4,6 +4,7 @@ three outputs' form."""
 import csv
 import json
 import os
+import shutil
 
 import pytest
 
@@ -91,3 +92,10 @@ def test_the_progress_bar_goes_to_stderr_and_the_table_to_stdout(quickstart_like
     captured = capsys.readouterr()
     assert "reading runs" in captured.err and "3/3" in captured.err
     assert "reading runs" not in captured.out and "| Clean_PL, BAPLe's trigger" in captured.out
+
+
+def test_a_lender_run_that_is_gone_is_named_without_its_path_and_warned_about(quickstart_like, capsys):
+    shutil.rmtree(quickstart_like / "baple")
+    _, text = report.report(str(quickstart_like))
+    assert ["Clean_PL, another run's trigger", ".700/.353"] in markdown_rows(text)
+    assert "was tested with the trigger of" in capsys.readouterr().err
