@@ -43,7 +43,7 @@ PER_RUN_KEYS = {"SEED", "OUTPUT_DIR", "RESUME", "BACKDOOR.TARGET_CLASS"}
 # ... and those compared only by whether they are set (BAPLe's init is the Clean_PL run of its seed).
 # EVAL_TRIGGER's lender differs per seed and target by design; its method is in the row's name.
 SET_OR_NOT_KEYS = {"TRAINER.BAPLE.INIT", "BACKDOOR.EVAL_TRIGGER"}
-OWN_TRIGGER_KEY = "BACKDOOR.EVAL_TRIGGER"
+EVAL_TRIGGER_KEY = "BACKDOOR.EVAL_TRIGGER"
 NO_PAPER_MARK = "*"
 
 
@@ -109,7 +109,7 @@ class RunNames:
     def value(self, key, value):
         """A ``--by`` value as shown: a run folder by its method, an unset EVAL_TRIGGER as "own", a path by
         its folder's name, anything else as it is."""
-        if key == OWN_TRIGGER_KEY and not value:
+        if key == EVAL_TRIGGER_KEY and not value:
             return "own"
         if isinstance(value, str) and value and osp.isabs(value):
             return self.of(value) or osp.basename(osp.normpath(value))
@@ -131,7 +131,7 @@ def load_records(root, by=()):
         if missing:
             raise InputError(f"--by {missing[0]}: no such config key in {path}; use a dotted key such as "
                              "BACKDOOR.NOISE_EPS")
-        lender = config.get(OWN_TRIGGER_KEY) or ""
+        lender = config.get(EVAL_TRIGGER_KEY) or ""
         trigger_from = ""
         if lender:
             trigger_from = names.of(lender) or "another run"
