@@ -1,15 +1,24 @@
-"""Tables 1-2 from finished runs: every ``results.json`` under ROOT, methods as rows, (backbone,
+r"""Tables 1-2 from finished runs: every ``results.json`` under ROOT, methods as rows, (backbone,
 dataset) as columns, the mean over target classes and seeds with its standard deviation and run count.
 
     python -m scripts.report output/table1 [--paper] [--by KEY ...] [--out PREFIX]
 
-Writes PREFIX.md, PREFIX.csv and PREFIX.tex (default PREFIX: ROOT/report) and prints the Markdown.
+Writes PREFIX.md, PREFIX.csv and PREFIX.tex (default PREFIX: ROOT/report) and prints the Markdown;
+a progress bar over the runs goes to stderr while they are read.
 Metrics: CA (clean accuracy), BA (backdoor accuracy over every triggered test image, the paper's
 metric) and ASR (attack success over the triggered test images not of the target class). A run's
 row is its method (``scripts.methods``, from its trainer and attack), split further by the config
 values of ``--by`` keys; runs in one cell that differ in other config values (BAPLe's init: set or
-not) are reported with a warning. ``--paper`` puts the published numbers beside ours
-(``scripts/paper_numbers.csv``, transcribed from the paper's Tables 1-2).
+not) are reported with a warning. A run tested with another run's trigger (``BACKDOOR.EVAL_TRIGGER``) has a
+row of its own, named by both methods ("Clean_PL, BAPLe's trigger"); a ``--by`` value that is a run
+folder is named by that run's method, never by its path. ``--paper`` puts the published numbers
+beside ours (``scripts/paper_numbers.csv``, transcribed from the paper's Tables 1-2) and marks with
+``*`` the cells the paper has no number for, listed under the table.
+
+Outputs: Markdown; CSV with one line per (row, column, metric) and unique columns; LaTeX as
+complete ``table`` environments (caption, label ``tab:<metric>``, booktabs ``tabular``: needs
+``\usepackage{booktabs}``). One number format everywhere, the paper's: fractions with three
+decimals and no leading zero (.823, 1.000), the CSV's mean, std and paper columns included.
 """
 import csv
 import io
@@ -17,7 +26,7 @@ import math
 import os
 import os.path as osp
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from common import cli
 from common import tables as common_tables
@@ -32,7 +41,10 @@ METRICS = (("ca", "CA", ("clean", "accuracy")), ("ba", "BA", ("backdoor", "accur
 # Config values that differ between the runs of one cell by design ...
 PER_RUN_KEYS = {"SEED", "OUTPUT_DIR", "RESUME", "BACKDOOR.TARGET_CLASS"}
 # ... and those compared only by whether they are set (BAPLe's init is the Clean_PL run of its seed).
-SET_OR_NOT_KEYS = {"TRAINER.BAPLE.INIT"}
+# EVAL_TRIGGER's lender differs per seed and target by design; its method is in the row's name.
+SET_OR_NOT_KEYS = {"TRAINER.BAPLE.INIT", "BACKDOOR.EVAL_TRIGGER"}
+EVAL_TRIGGER_KEY = "BACKDOOR.EVAL_TRIGGER"
+NO_PAPER_MARK = "*"
 
 
 @dataclass
@@ -49,31 +61,85 @@ class Stat:
         return cls(mean, std, n)
 
 
+@dataclass(frozen=True)
+class Row:
+    """A table row: the method, the method whose trigger the runs were tested with ("": their own)
+    and the ``--by`` split as (key, value name) pairs."""
+    method: str
+    trigger_from: str = ""
+    split: tuple = ()
+
+    @property
+    def label(self):
+        text = self.method + (f", {self.trigger_from}'s trigger" if self.trigger_from else "")
+        if self.split:
+            text += " (" + ", ".join(f"{key.split('.')[-1]}={value}" for key, value in self.split) + ")"
+        return text
+
+    @property
+    def split_label(self):
+        return ", ".join(f"{key}={value}" for key, value in self.split)
+
+
 @dataclass
 class Record:
     path: str
-    row: str
+    row: Row
     column: tuple  # (backbone, DATASET.NAME)
     values: dict  # metric key -> float (absent when the run has no such number)
     config: dict  # flattened
 
 
+class RunNames:
+    """The method name of a run folder a config value points to (BACKDOOR.EVAL_TRIGGER's lender, BAPLe's
+    init), each folder read once."""
+
+    def __init__(self):
+        self._names = {}
+
+    def of(self, path):
+        """The folder's method, or None when ``path`` is not a run folder (any more)."""
+        from trainers.run import Run
+
+        if path not in self._names:
+            results = Run.open(path).results if Run.is_run(path) else None
+            self._names[path] = None if results is None else method_name(results["trainer"], results["attack"])
+        return self._names[path]
+
+    def value(self, key, value):
+        """A ``--by`` value as shown: a run folder by its method, an unset EVAL_TRIGGER as "own", a path by
+        its folder's name, anything else as it is."""
+        if key == EVAL_TRIGGER_KEY and not value:
+            return "own"
+        if isinstance(value, str) and value and osp.isabs(value):
+            return self.of(value) or osp.basename(osp.normpath(value))
+        return value
+
+
 def load_records(root, by=()):
     """One Record per run under ``root``; a run's config is its stored one on today's defaults
     (``trainers.run.Run.cfg``), so a key added since the run was written has its default."""
+    from tqdm import tqdm
+
     from trainers.run import Run
 
-    records = []
-    for run in Run.find([root]):
+    names, records = RunNames(), []
+    for run in tqdm(Run.find([root]), desc="reading runs", unit="run", dynamic_ncols=True, file=sys.stderr):
         path, results = osp.join(run.path, "results.json"), run.results
         config = flat_keys(run.cfg)
         missing = [key for key in by if key not in config]
         if missing:
             raise InputError(f"--by {missing[0]}: no such config key in {path}; use a dotted key such as "
                              "BACKDOOR.NOISE_EPS")
-        row = method_name(results["trainer"], results["attack"])
-        if by:
-            row += " (" + ", ".join(f"{key.split('.')[-1]}={config[key]}" for key in by) + ")"
+        lender = config.get(EVAL_TRIGGER_KEY) or ""
+        trigger_from = ""
+        if lender:
+            trigger_from = names.of(lender) or "another run"
+            if names.of(lender) is None:
+                print(f"warning: {path} was tested with the trigger of {lender}, which is no run folder any more; "
+                      "its row says \"another run's trigger\"", file=sys.stderr)
+        row = Row(method_name(results["trainer"], results["attack"]), trigger_from,
+                  tuple((key, names.value(key, config[key])) for key in by))
         values = {}
         for key, _, (section, name) in METRICS:
             value = (results.get(section) or {}).get(name)
@@ -98,7 +164,7 @@ def mixed_settings(records):
     cells, warnings = {}, []
     for record in records:
         cells.setdefault((record.row, record.column), []).append(record.config)
-    for (row, (backbone, dataset)), configs in sorted(cells.items()):
+    for (row, (backbone, dataset)), configs in sorted(cells.items(), key=lambda item: (item[0][0].label, item[0][1])):
         keys = sorted({key for config in configs for key in config} - PER_RUN_KEYS)
 
         def value(config, key):
@@ -106,7 +172,7 @@ def mixed_settings(records):
 
         differing = [key for key in keys if len({value(config, key) for config in configs}) > 1]
         if differing:
-            warnings.append(f"warning: {row} on {backbone}/{dataset} averages runs that differ in "
+            warnings.append(f"warning: {row.label} on {backbone}/{dataset} averages runs that differ in "
                             f"{', '.join(differing[:5])}; split them with --by {differing[0]}")
     return warnings
 
@@ -118,14 +184,16 @@ def _order(known):
     return key
 
 
-def row_method(row):
-    """The method of a row ("BAPLe (NOISE_EPS=4.0)" -> "BAPLe")."""
-    return row.split(" (")[0]
-
-
 def row_order(rows):
-    names = [m.name for m in methods()]
-    return sorted(rows, key=lambda row: (_order(names)(row_method(row)), row))
+    """Rows by method in the tables' order; a method's own-trigger rows before its borrowed-trigger ones."""
+    by_name = _order([m.name for m in methods()])
+    return sorted(rows, key=lambda row: (by_name(row.method), by_name(row.trigger_from) if row.trigger_from
+                                         else (-1, ""), row.label))
+
+
+def published(paper, row, column):
+    """The paper's numbers for a row's cell; None for none (the paper tests each method with its own trigger)."""
+    return None if paper is None or row.trigger_from else paper.get((row.method, *column))
 
 
 def backbone_labels():
@@ -177,25 +245,47 @@ def mean_std(stat):
     return f"{number(stat.mean)}{spread} (n={stat.n})"
 
 
+@dataclass
+class Table:
+    key: str  # names its LaTeX label (tab:<key>)
+    title: str
+    header: list
+    rows: list  # cell texts
+    notes: list = field(default_factory=list)  # lines under the table
+
+
 def build_tables(cells, paper):
-    """[(title, header, rows)] with cell texts: the CA/BA table, then one table per metric."""
+    """[Table] with cell texts: the CA/BA table, then one table per metric. With ``paper``, a CA/BA cell
+    the paper has no number for is marked ``NO_PAPER_MARK`` and listed in the table's note."""
     rows = row_order({row for row, _ in cells})
     columns = column_order({column for _, column in cells})
     header = ["method"] + [column_label(c) for c in columns]
+    unpublished = []
 
     def ca_ba_cell(row, column):
         stats = cells.get((row, column))
-        text = ca_ba({key: stat.mean for key, stat in stats.items()}) if stats else ""
-        published = (paper or {}).get((row_method(row), *column))
-        return f"{text} (paper {ca_ba(published)})".strip() if published else text
+        if not stats:
+            return ""
+        text = ca_ba({key: stat.mean for key, stat in stats.items()})
+        if paper is None:
+            return text
+        numbers = published(paper, row, column)
+        if numbers is None:
+            unpublished.append(f"{row.label} on {column_label(column)}")
+            return f"{text} {NO_PAPER_MARK}"
+        return f"{text} (paper {ca_ba(numbers)})"
 
-    tables = [("CA/BA (means)", header, [[row] + [ca_ba_cell(row, c) for c in columns] for row in rows])]
+    ca_ba_table = Table("ca-ba", "CA/BA (means)", header,
+                        [[row.label] + [ca_ba_cell(row, c) for c in columns] for row in rows])
+    if unpublished:
+        ca_ba_table.notes.append(f"{NO_PAPER_MARK} No published number: " + "; ".join(unpublished) + ".")
+    tables = [ca_ba_table]
     for key, title, _ in METRICS:
-        table_rows = [[row] + [mean_std(cells[(row, c)][key]) if key in cells.get((row, c), {}) else ""
-                               for c in columns]
+        table_rows = [[row.label] + [mean_std(cells[(row, c)][key]) if key in cells.get((row, c), {}) else ""
+                                     for c in columns]
                       for row in rows if any(key in cells.get((row, c), {}) for c in columns)]
         if table_rows:
-            tables.append((f"{title}: mean ± std (n runs)", header, table_rows))
+            tables.append(Table(key, f"{title}: mean ± std (n runs)", header, table_rows))
     return tables
 
 
@@ -204,30 +294,52 @@ def markdown(tables, root, count):
              f"{count} run(s); means over target classes and seeds. CA: clean accuracy; BA: backdoor accuracy "
              "over every triggered test image (the paper's metric); ASR: attack success over the triggered "
              "test images not of the target class; std: sample standard deviation over runs.", ""]
-    for title, header, rows in tables:
-        lines += [f"## {title}", "", common_tables.markdown(rows, header), ""]
+    for table in tables:
+        lines += [f"## {table.title}", "", common_tables.markdown(table.rows, table.header), ""]
+        lines += [note + "\n" for note in table.notes]
     return "\n".join(lines)
 
 
+LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$"}
+
+
+def _latex_text(text):
+    """A caption or note in LaTeX: its special characters escaped, ± as math."""
+    return "".join(LATEX_ESCAPES.get(char, char) for char in text)
+
+
 def latex(tables):
-    """Each table as a booktabs ``tabular`` (method left, the cells centred) under a comment naming it."""
-    parts = []
-    for title, header, rows in tables:
-        align = ("left",) + ("center",) * (len(header) - 1)
-        parts += [f"% {title}", common_tables.latex(rows, header, align), ""]
+    """Each table as a complete ``table`` environment: caption, label ``tab:<key>``, the booktabs
+    ``tabular`` (method left, the cells centred) and its notes in small type below."""
+    parts = ["% Tables written by scripts.report; they need \\usepackage{booktabs}.", ""]
+    for table in tables:
+        align = ("left",) + ("center",) * (len(table.header) - 1)
+        parts += [r"\begin{table}[t]", r"\centering",
+                  r"\caption{" + _latex_text(f"{table.title}. Fractions; means over target classes and seeds.") + "}",
+                  r"\label{tab:" + table.key + "}",
+                  common_tables.latex(table.rows, table.header, align)]
+        parts += [r"\par\smallskip{\footnotesize " + _latex_text(note) + "}" for note in table.notes]
+        parts += [r"\end{table}", ""]
     return "\n".join(parts)
 
 
+CSV_HEADER = ("method", "trigger_from", "split", "backbone", "dataset", "metric", "mean", "std", "n", "paper")
+
+
 def csv_text(cells, paper):
+    """One line per (row, column, metric): the row as its parts (method, the method whose trigger it was
+    tested with, the --by split), each number in ``number``'s format."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["row", "method", "backbone", "dataset", "metric", "mean", "std", "n", "paper"])
+    writer.writerow(CSV_HEADER)
     for row in row_order({row for row, _ in cells}):
         for column in column_order({c for r, c in cells if r == row}):
             for key, stat in cells[(row, column)].items():
-                published = (paper or {}).get((row_method(row), *column), {}).get(key, "")
-                writer.writerow([row, row_method(row), *column, key, f"{stat.mean:.6f}",
-                                 "" if math.isnan(stat.std) else f"{stat.std:.6f}", stat.n, published])
+                value = (published(paper, row, column) or {}).get(key)
+                writer.writerow([row.method, row.trigger_from, row.split_label, *column, key, number(stat.mean),
+                                 "" if math.isnan(stat.std) else number(stat.std), stat.n,
+                                 "" if value is None else number(value)])
     return out.getvalue()
 
 

@@ -122,7 +122,7 @@ def test_report_statistics_rows_paper_numbers_and_mixed_settings(tmp_path, capsy
     assert ["BAPLe (NOISE_EPS=8.0)", ".700/.750 (paper .841/1.000)"] in rows
     assert ["BAPLe (NOISE_EPS=8.0)", ".700 ± .141 (n=2)"] in rows  # sample std of 0.8 and 0.6
     assert ["BAPLe (NOISE_EPS=4.0)", ".800 (n=1)"] in rows  # one run: no spread
-    assert "BAPLe (NOISE_EPS=8.0),BAPLe,biomedclip,Covid,ba,0.750000,0.353553,2,1.0" in open(paths["csv"]).read()
+    assert "BAPLe,,BACKDOOR.NOISE_EPS=8.0,biomedclip,Covid,ba,.750,.354,2,1.000" in open(paths["csv"]).read()
 
     capsys.readouterr()
     report.report(str(tmp_path))
