@@ -5,13 +5,15 @@
 For every run folder (a folder with ``results.json``; a root is searched for them) this rebuilds the
 trained model from its ``results.json`` config and checkpoints, as ``train.py --eval-only`` does, and
 writes ``RUN/defences/defences.json``, PNG plots and ``log.txt`` there (nothing else in the run folder
-is touched):
+is touched; the few-shot samples it draws are cached in ``RUN/defences/split_fewshot`` or ``--cache-dir``,
+never in the dataset folder). Progress bars on stderr count parts, purifier strengths and classes; each
+block of ``log.txt`` is headed by what it measures and on which run. The parts:
 
 - ``robustness``: CA, BA and ASR with an input purifier in front of the model, per strength
   (JPEG, blur, resize, Gaussian noise, bit depth, random crop/shift; intensity windowing for X-rays);
 - ``retune``: the received context tuned again on a trusted clean few-shot set, and a context from
   words tuned the same way (CA and BA after every epoch; prompt-learning runs only);
-- ``strip``: STRIP input detection, ROC AUC of triggered against clean test images;
+- ``strip``: STRIP input detection, ROC AUC of triggered against clean test images and the detection rate;
 - ``reconstruct``: per class the smallest universal L-infinity trigger, and Neural Cleanse's anomaly index.
 
 A run without a trigger (clean CoOp, zero-shot) is tested with the trigger of ``--trigger-from`` (its
@@ -23,7 +25,6 @@ import csv
 import io
 import os
 import os.path as osp
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -88,10 +89,9 @@ def fewshot_cache_dir(out_dir, results, cache_root=""):
 def defend_run(run_dir, settings, trigger_from="", data_root="", say=print, cache_root="", name=""):
     """Evaluate the parts of ``settings`` on one run; writes ``RUN/defences/defences.json`` (and the
     plots) and returns its dict. ``name``: the run's name in progress bars and log headers."""
-    from tqdm import tqdm
-
     from dassl_compat import write_json
     from trainers.defences import DefenceContext, data, defences
+    from trainers.defences.base import progress
     from trainers.run import Run
 
     out_dir = osp.join(run_dir, DEFENCE_FOLDER)
@@ -120,8 +120,8 @@ def defend_run(run_dir, settings, trigger_from="", data_root="", say=print, cach
         context = DefenceContext(run, trainer, opts, settings, shots, seed, log, say, name)
         chosen = [d for d in defences() if d.name in settings.parts]
         # Those using the run's trainer first; then it is released, and the others build their own.
-        parts = tqdm(sorted(chosen, key=lambda d: not d.uses_run_trainer), desc=f"{name}: parts", unit="part",
-                     dynamic_ncols=True, file=sys.stderr)
+        parts = progress(sorted(chosen, key=lambda d: not d.uses_run_trainer), f"{name}: parts", leave=True,
+                         unit="part")
         for defence in parts:
             parts.set_postfix_str(defence.name)
             if not defence.uses_run_trainer:

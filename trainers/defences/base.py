@@ -95,13 +95,13 @@ def log_block(log, title):
         print(f"==== {title} ====", file=log, flush=True)
 
 
-def progress(iterable, desc, total=None):
-    """A progress bar (stderr) over ``iterable``, gone when done: the steps inside one defence."""
+def progress(iterable, desc, total=None, leave=False, unit="it"):
+    """A progress bar (stderr) over ``iterable``; ``leave`` False: gone when done (the steps inside one defence)."""
     import sys
 
     from tqdm import tqdm
 
-    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, file=sys.stderr)
+    return tqdm(iterable, desc=desc, total=total, leave=leave, unit=unit, dynamic_ncols=True, file=sys.stderr)
 
 
 # ---- helpers of the defences' tables and plots ----------------------------------------------------
