@@ -171,7 +171,7 @@ class Reconstruct(Defence):
                 axes[0].annotate("not reached", (bar.get_x() + bar.get_width() / 2, search_max), ha="center",
                                  va="bottom", fontsize=6)
         axes[0].axhline(search_max, color="0.4", ls=":", lw=1, label=f"search maximum {search_max:g}/255")
-        axes[0].legend(fontsize=6)
+        axes[0].legend(fontsize=6, loc="lower right")  # the "not reached" labels sit at the top
         axes[0].set_yscale("log")
         axes[0].yaxis.set_major_formatter("{x:g}")
         axes[0].yaxis.set_minor_formatter("{x:g}")
