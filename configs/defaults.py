@@ -29,6 +29,9 @@ def extend_cfg(cfg):
     # dassl: the picks of Dassl's generate_fewshot_dataset (CoOp, the reference code) for the seed and item order.
     cfg.DATASET.FEWSHOT_SAMPLER = "per_class"
     cfg.DATASET.BAD_FILES = "error"  # error: stop at the first unreadable image; skip: leave it out and count it
+    # Folder of the few-shot sample caches; "" keeps them in ROOT/<name>/split_fewshot (scripts.defend points it
+    # under its own output so that nothing is written into the data).
+    cfg.DATASET.FEWSHOT_CACHE_DIR = ""
 
     cfg.TEST.EVAL_FREQ = 0  # evaluate CA/BA every N epochs during training (0: only at the end)
 

@@ -2,7 +2,8 @@
 
     ROOT/<name>/classnames.txt                       one "<folder> <class name>" line per class
     ROOT/<name>/images/{train,test}/<folder>/<image>
-    ROOT/<name>/split_fewshot/shot_<K>-seed_<S>.json  few-shot samples, written here (JSON)
+    ROOT/<name>/split_fewshot/shot_<K>-seed_<S>.json  few-shot samples, written here (JSON), or in
+                                                     DATASET.FEWSHOT_CACHE_DIR when set
 
 Labels follow the sorted (Python string order) class folder names; class names come from
 ``classnames.txt``. ``train_x`` is a ``DATASET.NUM_SHOTS``-per-class sample of the train images
@@ -196,7 +197,7 @@ class FolderDataset(DatasetBase):
         name = type(self).__name__
         self.dataset_dir, classnames, listing = self.listing(cfg)
         self.image_dir = osp.join(self.dataset_dir, "images")
-        self.split_fewshot_dir = osp.join(self.dataset_dir, "split_fewshot")
+        self.split_fewshot_dir = cfg.DATASET.get("FEWSHOT_CACHE_DIR", "") or osp.join(self.dataset_dir, "split_fewshot")
         self.bad_files = cfg.DATASET.get("BAD_FILES", "error")
         self.fewshot_sampler = cfg.DATASET.get("FEWSHOT_SAMPLER", "per_class")
         self.skipped_files = []

@@ -5,13 +5,15 @@
 For every run folder (a folder with ``results.json``; a root is searched for them) this rebuilds the
 trained model from its ``results.json`` config and checkpoints, as ``train.py --eval-only`` does, and
 writes ``RUN/defences/defences.json``, PNG plots and ``log.txt`` there (nothing else in the run folder
-is touched):
+is touched; the few-shot samples it draws are cached in ``RUN/defences/split_fewshot`` or ``--cache-dir``,
+never in the dataset folder). Progress bars on stderr count parts, purifier strengths and classes; each
+block of ``log.txt`` is headed by what it measures and on which run. The parts:
 
 - ``robustness``: CA, BA and ASR with an input purifier in front of the model, per strength
   (JPEG, blur, resize, Gaussian noise, bit depth, random crop/shift; intensity windowing for X-rays);
 - ``retune``: the received context tuned again on a trusted clean few-shot set, and a context from
   words tuned the same way (CA and BA after every epoch; prompt-learning runs only);
-- ``strip``: STRIP input detection, ROC AUC of triggered against clean test images;
+- ``strip``: STRIP input detection, ROC AUC of triggered against clean test images and the detection rate;
 - ``reconstruct``: per class the smallest universal L-infinity trigger, and Neural Cleanse's anomaly index.
 
 A run without a trigger (clean CoOp, zero-shot) is tested with the trigger of ``--trigger-from`` (its
@@ -78,17 +80,26 @@ def timed(seconds, name):
     seconds[name] = round(time.time() - start, 2)
 
 
-def defend_run(run_dir, settings, trigger_from="", data_root="", say=print):
+def fewshot_cache_dir(out_dir, results, cache_root=""):
+    """Where the defence's few-shot samples are cached (``DATASET.FEWSHOT_CACHE_DIR``): ``cache_root``/<dataset>
+    when the user gives one (``--cache-dir``), else ``RUN/defences/split_fewshot``; never in the data."""
+    return osp.join(cache_root, results["dataset"]) if cache_root else osp.join(out_dir, "split_fewshot")
+
+
+def defend_run(run_dir, settings, trigger_from="", data_root="", say=print, cache_root="", name=""):
     """Evaluate the parts of ``settings`` on one run; writes ``RUN/defences/defences.json`` (and the
-    plots) and returns its dict."""
+    plots) and returns its dict. ``name``: the run's name in progress bars and log headers."""
     from dassl_compat import write_json
     from trainers.defences import DefenceContext, data, defences
+    from trainers.defences.base import progress
     from trainers.run import Run
 
     out_dir = osp.join(run_dir, DEFENCE_FOLDER)
     run = Run.open(run_dir)
     results = run.results
+    name = name or osp.basename(osp.abspath(run_dir))
     opts = data.rebuild_opts(run, trigger_from, data_root)
+    opts += ["DATASET.FEWSHOT_CACHE_DIR", fewshot_cache_dir(out_dir, results, cache_root)]
     seconds = {}
     with data.open_log(osp.join(out_dir, "log.txt")) as log:
         with timed(seconds, "load"):
@@ -106,14 +117,18 @@ def defend_run(run_dir, settings, trigger_from="", data_root="", say=print):
             "trusted_set": {"shots_per_class": shots, "seed": seed},
             "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()},
         }
-        context = DefenceContext(run, trainer, opts, settings, shots, seed, log, say)
+        context = DefenceContext(run, trainer, opts, settings, shots, seed, log, say, name)
         chosen = [d for d in defences() if d.name in settings.parts]
         # Those using the run's trainer first; then it is released, and the others build their own.
-        for defence in sorted(chosen, key=lambda d: not d.uses_run_trainer):
+        parts = progress(sorted(chosen, key=lambda d: not d.uses_run_trainer), f"{name}: parts", leave=True,
+                         unit="part")
+        for defence in parts:
+            parts.set_postfix_str(defence.name)
             if not defence.uses_run_trainer:
                 context.trainer = trainer = None
             with timed(seconds, defence.name):
                 report.update(defence.measure(context))
+        parts.close()
     report["timings_s"] = seconds
     report["plots"] = run_plots(report, out_dir)
     write_json(report, osp.join(out_dir, "defences.json"))
@@ -198,6 +213,9 @@ def build_parser():
                    help=f"seed of the trusted draw (default: the run's seed + {TRUSTED_SEED_OFFSET})")
     p.add_argument("--strip-images", type=int, help="test images STRIP scores, clean and triggered (default 100)")
     p.add_argument("--overlays", type=int, help="clean images superimposed per test image (default 16)")
+    p.add_argument("--cache-dir", default="",
+                   help="folder of the defender's few-shot sample caches, one subfolder per dataset "
+                        "(default: RUN/defences/split_fewshot; nothing is ever written into the data)")
     p.add_argument("--max-budget", type=float,
                    help="largest L-infinity budget of the reconstruction, in /255 (default 64)")
     return p
@@ -248,7 +266,8 @@ def main(argv=None):
         print(f"[{number}/{len(runs)}] {name}", flush=True)
         start = time.time()
         try:
-            reports[name] = defend_run(run_dir, settings, args.trigger_from, args.root)
+            reports[name] = defend_run(run_dir, settings, args.trigger_from, args.root, cache_root=args.cache_dir,
+                                        name=name)
         except InputError as e:
             if len(runs) == 1:
                 raise

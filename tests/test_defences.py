@@ -41,12 +41,15 @@ def trained(standins, synthetic_root, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def defended(trained):
-    """``python -m scripts.defend ROOT --quick --trigger-from ROOT/baple`` (two purifiers, to stay fast)."""
+def defended(trained, synthetic_root):
+    """``python -m scripts.defend ROOT --quick --trigger-from ROOT/baple`` (two purifiers, to stay fast), and
+    the dataset folder's files before and after it."""
     root, before = trained
+    data_before = folder_digest(synthetic_root)
     reports = defend.main([str(root), "--quick", "--trigger-from", str(root / "baple"),
                            "--countermeasures", "jpeg", "crop"])
-    return root, before, reports
+    data_after = folder_digest(synthetic_root)
+    return root, before, reports, (data_before, data_after)
 
 
 def test_every_countermeasure_is_the_identity_at_strength_0_and_changes_images_otherwise():
@@ -145,7 +148,7 @@ def test_retuning_never_modifies_the_backbone_and_logs_ca_ba_per_epoch(trained, 
 
 
 def test_defend_command_writes_detectors_plots_and_tables_without_touching_the_runs(defended):
-    root, before, reports = defended
+    root, before, reports, _ = defended
     after = folder_digest(root)
     assert {k: after.get(k) for k in before} == before  # results.json, checkpoints, logs: untouched
     assert set(after) - set(before) == {"defences.md", "defences.csv", "defences.png"}  # the rest is in defences/
@@ -157,7 +160,9 @@ def test_defend_command_writes_detectors_plots_and_tables_without_touching_the_r
         assert all(0 <= e <= math.log(2) + 1e-6 for e in strip["clean_entropy"] + strip["triggered_entropy"])
         classes = report["reconstruct"]["classes"]
         assert [c["class"] for c in classes] == [0, 1]
-        assert all(c["min_budget"] > 0 and c["anomaly_index"] is not None for c in classes)
+        assert all((c["min_budget"] is None) == c["censored"] for c in classes)
+        assert all(c["min_budget"] is None or 0 < c["min_budget"] <= c["search_max"] for c in classes)
+        assert all(c["anomaly_index"] is not None for c in classes)
         assert sorted(c["anomaly_index"] for c in classes) == pytest.approx([-0.6745, 0.6745], abs=1e-3)
         for variant in ("received", "from_words"):
             assert [e["epoch"] for e in report["retune"][variant]["epochs"]] == [0, 1]
@@ -189,7 +194,8 @@ def test_anomaly_index_and_budget_interpolation_on_hand_checked_values():
     assert reconstruct.interpolated_budget(curve, 0.6) == pytest.approx(4.0)  # halfway in log-budget
     assert reconstruct.interpolated_budget(curve[1:], 0.9) == 8.0  # first budget already succeeds
     never = [{"budget": 2.0, "success": 0.1}, {"budget": 8.0, "success": 0.5}]
-    assert reconstruct.interpolated_budget(never, 0.9) == 32.0  # censored: the next budget up
+    assert reconstruct.interpolated_budget(never, 0.9) is None  # censored: not reached, no number
+    assert reconstruct.censored_value([2.0, 8.0]) == 32.0  # what the anomaly index counts it at: the next budget
 
 
 def test_bad_input_is_one_line_and_eval_only_folders_are_skipped(trained, tmp_path, capsys):
@@ -216,7 +222,7 @@ def test_defend_on_cuda_with_bf16_reproduces_results_json(standins, synthetic_ro
     report = defend.defend_run(str(run_dir), defend.Settings().quick())
     assert report["reference"]["matches_results_json"] is True
     assert 0 <= report["strip"]["auc"] <= 1
-    assert all(c["min_budget"] > 0 for c in report["reconstruct"]["classes"])
+    assert all(c["min_budget"] is None or c["min_budget"] > 0 for c in report["reconstruct"]["classes"])
     assert report["retune"]["received"]["backbone_unchanged"] is True
     assert all(math.isfinite(p["clean_accuracy"]) for s in report["robustness"].values() for p in s["points"])
 
@@ -282,5 +288,112 @@ def test_a_defence_added_in_one_module_is_run_plotted_and_tabled_by_defend(train
     assert {r["run"] for r in rows} == {"baple", "coop"} and all(0 <= float(r["value"]) <= 1 for r in rows)
     table = (runs / "defences.md").read_text()
     header = markdown_rows(table)[0]
-    assert header[-3:] == ["STRIP AUC", "flagged classes; target's anomaly index", "class-0 share"], header
+    assert header[-4:] == ["STRIP AUC", "STRIP detection at 5% clean false rejection",
+                           "flagged classes; target's anomaly index", "class-0 share"], header
     assert "  toy" in result.stdout
+
+
+# ---- reporting as it goes, nothing in the data, censored budgets, chance level ------------------------------
+def stored_budgets(value):
+    """Every ``min_budget`` anywhere in a ``defences.json`` dict."""
+    if isinstance(value, dict):
+        own = [value["min_budget"]] if "min_budget" in value else []
+        return own + [b for v in value.values() for b in stored_budgets(v)]
+    if isinstance(value, list):
+        return [b for v in value for b in stored_budgets(v)]
+    return []
+
+
+def test_defend_leaves_the_dataset_folder_byte_identical_and_caches_under_the_run(defended):
+    root, _, _, (data_before, data_after) = defended
+    assert data_after == data_before  # the defender's few-shot draw (seed + 100) is cached elsewhere
+    for name in ("baple", "coop"):
+        caches = list((root / name / "defences" / "split_fewshot").glob("shot_*-seed_*.json"))
+        assert caches, name  # the trusted draw and the re-tuning's draws, under the run's defence output
+
+
+def test_cache_dir_flag_puts_the_fewshot_caches_there(trained, synthetic_root, tmp_path):
+    import shutil
+
+    root, _ = trained
+    runs = tmp_path / "runs"
+    shutil.copytree(root / "baple", runs / "baple", ignore=shutil.ignore_patterns("defences*"))
+    before = folder_digest(synthetic_root)
+    defend.main([str(runs / "baple"), "--quick", "--only", "strip", "--cache-dir", str(tmp_path / "cache")])
+    assert folder_digest(synthetic_root) == before
+    dataset = read_json(runs / "baple" / "results.json")["dataset"]
+    assert list((tmp_path / "cache" / dataset).glob("shot_2-seed_*.json"))
+    assert not (runs / "baple" / "defences" / "split_fewshot").exists()
+
+
+def test_censored_budgets_are_stored_as_not_reached_never_above_the_search_maximum(trained, defended, tmp_path):
+    root, _, reports, _ = defended
+    for report in reports.values():
+        search_max = report["reconstruct"]["budgets"][-1]
+        assert all(b is None or b <= search_max for b in stored_budgets(report))
+    run = Run.open(str(root / "baple"))
+    trainer = run.build_trainer(output_dir=str(tmp_path / "out"))
+    images, labels = next(iter(trainer.test_loader))["img"], next(iter(trainer.test_loader))["label"]
+    # A success share above 1 cannot be met: every class is censored.
+    result = reconstruct.reconstruct(trainer, images, labels, (2.0, 8.0), steps=1, success=1.01, max_images=4,
+                                     log=lambda line: None)
+    assert [c["min_budget"] for c in result["classes"]] == [None, None]
+    assert all(c["censored"] and not c["reached"] and c["search_max"] == 8.0 for c in result["classes"])
+    assert stored_budgets(result) == [None, None]
+    report = {**reports["baple"], "reconstruct": json.loads(json.dumps(result))}  # as read back from JSON
+    assert os.path.getsize(reconstruct.Reconstruct().plot(report, str(tmp_path / "reconstruct.png"))) > 1000
+    rows = list(reconstruct.Reconstruct().csv_rows(report))
+    assert all("not reached within 8/255" in r["setting"] for r in rows)
+
+
+def test_the_log_names_each_purifier_strength_and_run(defended):
+    root, _, _, _ = defended
+    log = (root / "baple" / "defences" / "log.txt").read_text()
+    for header in ("==== robustness: unpurified (run baple) ====",
+                   "==== robustness: jpeg, JPEG quality 50 (run baple) ====",
+                   "==== robustness: crop, crop/shift (fraction of side) 0.2 (run baple) ====",
+                   "==== retune: received, 1 epoch(s) (run baple) ====",
+                   "==== retune: from words, 1 epoch(s) (run baple) ====",
+                   "==== strip: 8 test images x 4 overlays (run baple) ===="):
+        assert header in log, header
+    assert log.count("==== robustness:") == 3  # unpurified + one strength of each of the two purifiers
+
+
+def test_progress_bars_over_parts_and_purifier_strengths(trained, tmp_path, capsys):
+    import shutil
+
+    root, _ = trained
+    shutil.copytree(root / "baple", tmp_path / "baple", ignore=shutil.ignore_patterns("defences*"))
+    defend.main([str(tmp_path / "baple"), "--quick", "--only", "robustness", "--countermeasures", "jpeg", "crop"])
+    err = capsys.readouterr().err
+    assert "baple: parts" in err and "baple: robustness" in err
+    assert "jpeg, JPEG quality 50" in err and "3/3" in err  # unpurified + two strengths
+
+
+def plotted_figure(module, monkeypatch):
+    """Make ``module.save_png`` keep the figure instead of writing it; returns the list it lands in."""
+    figures = []
+    monkeypatch.setattr(module, "save_png", lambda fig, path: figures.append(fig) or path)
+    return figures
+
+
+def test_chance_level_is_drawn_where_ba_is_plotted(defended, monkeypatch, tmp_path):
+    _, _, reports, _ = defended
+    report = reports["baple"]
+    for module, defence in ((robustness, robustness.Robustness()), (retune, retune.Retune())):
+        figures = plotted_figure(module, monkeypatch)
+        defence.plot(report, str(tmp_path / "x.png"))
+        for ax in [ax for ax in figures[0].axes if ax.lines]:
+            chance = [line for line in ax.lines if line.get_label().startswith("chance")]
+            assert chance and list(chance[0].get_ydata()) == [0.5, 0.5], defence.name  # 1/C, two classes
+
+
+def test_strip_detection_rate_is_in_the_summary_table(defended):
+    root, _, reports, _ = defended
+    rows = markdown_rows((root / "defences.md").read_text())
+    column = rows[0].index("STRIP detection at 5% clean false rejection")
+    run_rows = [row for row in rows if len(row) == len(rows[0]) and row[0] in reports]  # the summary table's
+    assert len(run_rows) == len(reports)
+    for row in run_rows:
+        report = reports[row[0]]
+        assert row[column] == f"{report['strip']['detection_rate']:.3f}"

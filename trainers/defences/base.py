@@ -33,13 +33,19 @@ class DefenceContext:
     weights loaded, its ``cfg`` and evaluation ``trigger``, None without one), the defence settings of
     ``scripts.defend`` (``settings``), the defender's trusted draw (``shots`` per class, ``seed``), the
     overrides the run was rebuilt with (``opts``, for a defence that builds its own trainers), the log
-    stream of the console output of builds and evaluations (``log``) and ``say`` for progress lines."""
+    stream of the console output of builds and evaluations (``log``; ``block`` heads each measurement's
+    part of it), ``say`` for progress lines and the run's ``name`` in both."""
 
-    def __init__(self, run, trainer, opts, settings, shots, seed, log, say):
+    def __init__(self, run, trainer, opts, settings, shots, seed, log, say, name=""):
         self.run, self.results, self.trainer, self.opts = run, run.results, trainer, opts
         self.cfg, self.trigger = trainer.cfg, trainer.eval_trigger()
         self.settings, self.shots, self.seed, self.log, self.say = settings, shots, seed, log, say
+        self.name = name or run.path
         self._trusted = None
+
+    def block(self, title):
+        """Head the log's next lines (an evaluation's console output) with what they measure, on which run."""
+        log_block(self.log, f"{title} (run {self.name})")
 
     def trusted(self):
         """(images, labels) of the defender's trusted clean set (``data.trusted_images``), drawn once."""
@@ -83,6 +89,21 @@ class Defence:
         return {}
 
 
+def log_block(log, title):
+    """One header line in ``log`` naming what the evaluation output below it belongs to."""
+    if log is not None:
+        print(f"==== {title} ====", file=log, flush=True)
+
+
+def progress(iterable, desc, total=None, leave=False, unit="it"):
+    """A progress bar (stderr) over ``iterable``; ``leave`` False: gone when done (the steps inside one defence)."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, leave=leave, unit=unit, dynamic_ncols=True, file=sys.stderr)
+
+
 # ---- helpers of the defences' tables and plots ----------------------------------------------------
 def fmt(x, digits=3):
     return "-" if x is None else f"{x:.{digits}f}"
@@ -101,6 +122,18 @@ def plot_grid(count, width=3.2, height=2.8):
     for ax in axes.flat[count:]:
         ax.axis("off")
     return fig, list(axes.flat[:count])
+
+
+def chance_level(report):
+    """1/C, the accuracy of a guess: BA (and CA) at or below it means the model is no better than chance."""
+    return 1 / len(report["class_names"])
+
+
+def chance_line(ax, report):
+    """Draw the chance level (1/C) across ``ax``, labelled; returns its value."""
+    level = chance_level(report)
+    ax.axhline(level, color="0.4", ls=":", lw=1, label=f"chance (1/{len(report['class_names'])})")
+    return level
 
 
 def plot_title(report):

@@ -15,11 +15,12 @@ refined by ``steps`` signed-gradient steps (starting from the previous budget's 
 cross-entropy towards c over the trusted clean images not of class c. The search stops at the first
 budget where at least ``success`` of them are predicted c; the minimal budget is interpolated in
 log-budget between that budget and the previous one. Censored values: a class reached at the first
-budget gets that budget (``below_first_budget``), a class never reached the next budget up
-(``reached`` false).
+budget gets that budget (``below_first_budget``); a class not reached within the search's maximum is
+stored as not reached (``min_budget`` null, ``censored`` true, ``search_max`` the largest budget tried),
+never as a number, and drawn as a hatched bar at the maximum labelled "not reached".
 
 Anomaly index per class (Neural Cleanse's): (median - x_c) / (1.4826 * MAD) over x = log minimal
-budget, so positive means easier to reach than the typical class; a class is flagged above 2.
+budget (a censored class counts at the next budget up, ``censored_value``: it is at least that hard), so positive means easier to reach than the typical class; a class is flagged above 2.
 The log makes the index independent of the budget unit and suits a geometric search. With two
 classes the index is +-0.6745 whatever the budgets (the median is their mean), so it needs at
 least three classes to say anything.
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..display import save_png
-from .base import Defence, plot_grid, plot_title, register_defence
+from .base import Defence, plot_grid, plot_title, progress, register_defence
 
 MAD_CONSISTENCY = 1.4826  # MAD of a normal sample times this estimates its standard deviation
 FLAG_ABOVE = 2.0
@@ -70,18 +71,24 @@ def search_class(trainer, images, target, budgets, steps, success, context, batc
         if curve[-1]["success"] >= success:
             break
     reached = curve[-1]["success"] >= success
-    return {"min_budget": interpolated_budget(curve, success), "reached": reached,
-            "below_first_budget": reached and len(curve) == 1, "curve": curve}
+    return {"min_budget": interpolated_budget(curve, success), "reached": reached, "censored": not reached,
+            "search_max": budgets[-1], "below_first_budget": reached and len(curve) == 1, "curve": curve}
+
+
+def censored_value(budgets):
+    """The budget a class not reached within ``budgets`` counts at in the anomaly index: the next one up
+    (it needs at least the maximum; the index only ranks, and this keeps it above every reached class)."""
+    growth = budgets[-1] / budgets[-2] if len(budgets) > 1 else 2.0
+    return budgets[-1] * growth
 
 
 def interpolated_budget(curve, success):
     """The budget where the success rate crosses ``success``, linear in log-budget between the last
-    two budgets tried; the first budget when it already succeeds; the next budget up (censored) when
-    none does."""
+    two budgets tried; the first budget when it already succeeds; None (censored: not reached within
+    the search) when none does."""
     last = curve[-1]
     if last["success"] < success:
-        growth = curve[-1]["budget"] / curve[-2]["budget"] if len(curve) > 1 else 2.0
-        return last["budget"] * growth
+        return None
     if len(curve) == 1:
         return last["budget"]
     before = curve[-2]
@@ -101,7 +108,8 @@ def anomaly_indices(values):
     return [float(v) for v in (median - x) / mad]
 
 
-def reconstruct(trainer, images, labels, budgets, steps, success=0.9, max_images=64, seed=0, log=print):
+def reconstruct(trainer, images, labels, budgets, steps, success=0.9, max_images=64, seed=0, log=print,
+                run_name=""):
     """Per class: minimal budget, whether it was reached, its success curve and anomaly index."""
     trainer.set_model_mode("eval")
     batch_size = trainer.cfg.DATALOADER.TEST.BATCH_SIZE
@@ -110,14 +118,15 @@ def reconstruct(trainer, images, labels, budgets, steps, success=0.9, max_images
     with trainer.autocast(trainer.precision()):
         with torch.no_grad():
             context = trainer.model.eval_context()
-        for target in range(trainer.num_classes):
+        for target in progress(range(trainer.num_classes), f"{run_name + ': ' if run_name else ''}reconstruct"):
             others = images[labels != target]
             others = others[torch.randperm(len(others), generator=generator)[:max_images]]
             result = search_class(trainer, others, target, budgets, steps, success, context, batch_size)
-            log(f"  class {target}: minimal budget {result['min_budget']:.2f}/255"
-                f"{'' if result['reached'] else ' (not reached)'}")
+            log(f"  class {target}: " + (f"minimal budget {result['min_budget']:.2f}/255" if result["reached"]
+                                         else f"not reached within {budgets[-1]:g}/255"))
             classes.append({"class": target, "name": trainer.lab2cname[target], "num_images": len(others), **result})
-    for entry, index in zip(classes, anomaly_indices([c["min_budget"] for c in classes])):
+    ranked = [censored_value(budgets) if c["censored"] else c["min_budget"] for c in classes]
+    for entry, index in zip(classes, anomaly_indices(ranked)):
         entry["anomaly_index"] = index
         entry["flagged"] = index is not None and index > FLAG_ABOVE
     return {"budgets": list(budgets), "steps": steps, "success": success, "flag_above": FLAG_ABOVE,
@@ -137,10 +146,12 @@ class Reconstruct(Defence):
         trusted, trusted_labels = context.trusted()
         context.say(f"  reconstruct: {trainer.num_classes} classes, budgets "
                     f"{settings.budgets[0]}..{settings.budgets[-1]}/255")
+        context.block(f"reconstruct: budgets {settings.budgets[0]:g}..{settings.budgets[-1]:g}/255, "
+                      f"{settings.reconstruct_steps} steps each")
         return {"reconstruct": reconstruct(
             trainer, trusted, trusted_labels, settings.budgets, settings.reconstruct_steps,
             settings.reconstruct_success, settings.reconstruct_images, settings.seed,
-            log=lambda line: print(line, file=log, flush=True))}
+            log=lambda line: print(line, file=log, flush=True), run_name=context.name)}
 
     def plot(self, report, path):
         if "reconstruct" not in report:
@@ -150,7 +161,17 @@ class Reconstruct(Defence):
         names = [c["name"][:12] for c in classes]
         target = report["target_class"]
         colours = ["C3" if c["class"] == target else "C0" for c in classes]
-        axes[0].bar(names, [c["min_budget"] for c in classes], color=colours)
+        search_max = report["reconstruct"]["budgets"][-1]
+        heights = [search_max if c["min_budget"] is None else c["min_budget"] for c in classes]
+        bars = axes[0].bar(names, heights, color=colours)
+        for bar, c in zip(bars, classes):
+            if c["min_budget"] is None:  # censored: drawn at the maximum, hatched, never as a measured value
+                bar.set_hatch("//")
+                bar.set_alpha(0.4)
+                axes[0].annotate("not reached", (bar.get_x() + bar.get_width() / 2, search_max), ha="center",
+                                 va="bottom", fontsize=6)
+        axes[0].axhline(search_max, color="0.4", ls=":", lw=1, label=f"search maximum {search_max:g}/255")
+        axes[0].legend(fontsize=6, loc="lower right")  # the "not reached" labels sit at the top
         axes[0].set_yscale("log")
         axes[0].yaxis.set_major_formatter("{x:g}")
         axes[0].yaxis.set_minor_formatter("{x:g}")
@@ -168,7 +189,9 @@ class Reconstruct(Defence):
         for c in report.get("reconstruct", {}).get("classes", []):
             notes = [word for word, on in (("target", c["class"] == report["target_class"]), ("flagged", c["flagged"]))
                      if on]
-            yield {"defence": "reconstruct", "setting": f"class {c['class']} min budget {c['min_budget']:.3g}/255",
+            budget = (f"not reached within {c['search_max']:g}/255" if c["min_budget"] is None
+                      else f"min budget {c['min_budget']:.3g}/255")
+            yield {"defence": "reconstruct", "setting": f"class {c['class']} {budget}",
                    "value": c["anomaly_index"], "note": " ".join(notes)}
 
     def summary_cells(self, report):

@@ -22,7 +22,7 @@ from ..coop import CoOp
 from ..display import save_png
 from ..prompts import DEFAULT_TEMPLATE
 from ..validation import defaults_of_unread_keys
-from .base import Defence, ca_ba, plot_grid, plot_title, register_defence
+from .base import Defence, ca_ba, chance_line, plot_grid, plot_title, progress, register_defence
 from .robustness import evaluate_quietly, summary
 
 
@@ -114,8 +114,12 @@ class Retune(Defence):
                       seed=context.seed, epochs=settings.retune_epochs, lr=settings.retune_lr or None)
         received = context.opts + defender_opts(**common)
         from_words = context.opts + defender_opts(**common, words=init_words(cfg))
-        return {"retune": {"lr": settings.retune_lr or cfg.OPTIM.LR, "received": retune(run, received, log),
-                           "from_words": retune(run, from_words, log, received=False)}}
+        out = {"lr": settings.retune_lr or cfg.OPTIM.LR}
+        for variant in progress(self.VARIANTS, f"{context.name}: retune"):
+            context.block(f"retune: {variant.replace('_', ' ')}, {settings.retune_epochs} epoch(s)")
+            out[variant] = (retune(run, received, log) if variant == "received"
+                            else retune(run, from_words, log, received=False))
+        return {"retune": out}
 
     def plot(self, report, path):
         if "received" not in report.get("retune", {}):
@@ -130,6 +134,7 @@ class Retune(Defence):
             if epochs[0]["backdoor_accuracy"] is not None:
                 ax.plot(x, [e["backdoor_accuracy"] for e in epochs], "s" + style, color="C3",
                         label=f"BA, {key.replace('_', ' ')}")
+        chance_line(ax, report)
         ax.set_xlabel("epochs of tuning on the trusted clean set")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylim(-0.02, 1.02)

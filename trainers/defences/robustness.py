@@ -24,7 +24,7 @@ from common import tables
 from dassl_compat import Registry, register_as
 
 from ..display import pyplot, save_png
-from .base import Defence, ca_ba, plot_grid, plot_title, register_defence
+from .base import Defence, ca_ba, chance_line, log_block, plot_grid, plot_title, progress, register_defence
 from .data import modality
 
 
@@ -154,12 +154,20 @@ def evaluate_quietly(trainer, log, **evaluate_args):
         return summary(trainer.evaluate(**evaluate_args))
 
 
-def sweep(trainer, countermeasures, quick=False, seed=0, log=None):
+def sweep(trainer, countermeasures, quick=False, seed=0, log=None, run_name=""):
     """(unpurified CA/BA, {name: {"parameter", "points": [{"strength", CA, BA, ASR}, ...]}}). Strength 0
     is evaluated without a transform (the run's own computation), once, and shared by every
-    countermeasure."""
+    countermeasure. A progress bar counts the evaluations; each one's log output is headed by its
+    purifier, strength and ``run_name``."""
     loader = batches_in_memory(trainer)
+    of_run = f" (run {run_name})" if run_name else ""
+    steps = [(countermeasure, strength) for countermeasure in countermeasures
+             for strength in (countermeasure.quick if quick else countermeasure.strengths) if strength != 0]
+    bar = progress(None, f"{run_name + ': ' if run_name else ''}robustness", total=len(steps) + 1)
+    bar.set_postfix_str("unpurified")
+    log_block(log, f"robustness: unpurified{of_run}")
     unpurified = evaluate_quietly(trainer, log, loader=loader)
+    bar.update()
     out = {}
     for countermeasure in countermeasures:
         points = []
@@ -167,11 +175,16 @@ def sweep(trainer, countermeasures, quick=False, seed=0, log=None):
             if strength == 0:
                 points.append({"strength": 0, **unpurified})
                 continue
+            setting = f"{countermeasure.name}, {countermeasure.parameter} {strength_label(strength)}"
+            bar.set_postfix_str(setting)
+            log_block(log, f"robustness: {setting}{of_run}")
             # Random purifiers draw from a generator seeded by name: the same draws whatever else is swept.
             generator = torch.Generator().manual_seed(seed * 2**32 + zlib.crc32(countermeasure.name.encode()))
             purify = lambda images: countermeasure.apply(images, strength, generator)  # noqa: E731  (used at once)
             points.append({"strength": strength, **evaluate_quietly(trainer, log, loader=loader, transform=purify)})
+            bar.update()
         out[countermeasure.name] = {"parameter": countermeasure.parameter, "points": points}
+    bar.close()
     return unpurified, out
 
 
@@ -192,7 +205,7 @@ class Robustness(Defence):
         context.say("  robustness")
         chosen = ([countermeasures()[name] for name in settings.countermeasures] if settings.countermeasures
                   else countermeasures_for(modality(trainer.cfg)))
-        unpurified, swept = sweep(trainer, chosen, settings.quick_strengths, settings.seed, context.log)
+        unpurified, swept = sweep(trainer, chosen, settings.quick_strengths, settings.seed, context.log, context.name)
         recorded = {"clean_accuracy": results["clean"]["accuracy"],
                     "backdoor_accuracy": (results["backdoor"] or {}).get("accuracy")}
         same_ba = (recorded["backdoor_accuracy"] is None
@@ -223,6 +236,7 @@ class Robustness(Defence):
                 if points[0]["backdoor_accuracy"] is not None:
                     ax.plot(x, [p["backdoor_accuracy"] for p in points], "s--", color=colour_ba, label=f"{prefix}BA")
                 ax.set_xticks(list(x), [strength_label(p["strength"]) for p in points])
+            chance_line(ax, report)
             ax.set_title(name, fontsize=9)
             ax.set_xlabel(report["robustness"][name]["parameter"], fontsize=8)
             ax.set_ylim(-0.02, 1.02)

@@ -35,7 +35,10 @@ def mean_entropies(trainer, images, overlays, draws, batch_size):
     return torch.cat(entropies)
 
 
-def strip(trainer, trigger, images, overlays, num_overlays, seed=0, false_alarm=0.05):
+FALSE_REJECTION = 0.05  # share of clean images the detection threshold flags (STRIP's operating point)
+
+
+def strip(trainer, trigger, images, overlays, num_overlays, seed=0, false_alarm=FALSE_REJECTION):
     """Entropies of clean and triggered ``images`` and the detector's AUC; without a trigger, only the
     clean entropies (nothing to detect)."""
     generator = torch.Generator().manual_seed(seed)
@@ -66,12 +69,13 @@ class Strip(Defence):
     trusted clean images."""
 
     name = "strip"
-    summary_headers = ("STRIP AUC",)
+    summary_headers = ("STRIP AUC", f"STRIP detection at {FALSE_REJECTION:.0%} clean false rejection")
 
     def measure(self, context):
         settings, trainer = context.settings, context.trainer
         trusted, _ = context.trusted()
         context.say(f"  strip: {settings.strip_images} test images x {settings.strip_overlays} overlays")
+        context.block(f"strip: {settings.strip_images} test images x {settings.strip_overlays} overlays")
         images, _ = data.test_subset(trainer, settings.strip_images, settings.seed)
         return {"strip": strip(trainer, context.trigger, images, trusted, settings.strip_overlays, settings.seed)}
 
@@ -92,6 +96,11 @@ class Strip(Defence):
     def csv_rows(self, report):
         if "strip" in report:
             yield {"defence": "strip", "setting": "roc_auc", "value": report["strip"]["auc"]}
+            yield {"defence": "strip", "setting": f"detection_rate at false rejection "
+                   f"{report['strip'].get('false_alarm_rate')}", "value": report["strip"].get("detection_rate")}
 
     def summary_cells(self, report):
-        return [fmt(report.get("strip", {}).get("auc"))]
+        """AUC, and the detection rate: the share of triggered images flagged at the entropy threshold that
+        rejects ``false_alarm_rate`` (``FALSE_REJECTION``) of the clean images (STRIP's operating point)."""
+        s = report.get("strip", {})
+        return [fmt(s.get("auc")), fmt(s.get("detection_rate"))]
