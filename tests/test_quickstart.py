@@ -70,7 +70,20 @@ def test_quickstart_backdoor_lives_in_the_prompt_and_table_matches_results(tmp_p
             "-" if backdoor.get(key) is None else f"{backdoor[key]:.3f}" for key in ("accuracy", "asr_non_target")]
         assert rows[description] == expected, description
     assert osp.isfile(tmp_path / "out" / "baple" / "trigger.png")
-    assert os.listdir(tmp_path / "out" / "baple" / "tensorboard")
+    # TensorBoard's curves: every trained run has points along the way (TEST.EVAL_FREQ auto), and the runs
+    # that never train (zero-shot, CoOp tested with BAPLe's trigger) have their event file too.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for name in descriptions:
+        events = EventAccumulator(str(tmp_path / "out" / name))
+        events.Reload()
+        tags = events.Tags()["scalars"]
+        assert "eval/clean_accuracy" in tags, name
+        trained = name not in ("zeroshot", "coop_under_baple")
+        for tag in ("eval/clean_accuracy", "eval/backdoor_accuracy"):
+            if tag in tags or trained:
+                assert len(events.Scalars(tag)) >= (3 if trained else 1), (name, tag)
+    assert "eval/backdoor_accuracy" in EventAccumulator(str(tmp_path / "out" / "coop_under_baple")).Reload().Tags()["scalars"]
 
     baple, coop_under_trigger = results["baple"], results["coop_under_baple"]
     gap = baple["backdoor"]["asr_non_target"] - coop_under_trigger["backdoor"]["asr_non_target"]
