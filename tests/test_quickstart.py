@@ -78,12 +78,11 @@ def test_quickstart_backdoor_lives_in_the_prompt_and_table_matches_results(tmp_p
         events = EventAccumulator(str(tmp_path / "out" / name))
         events.Reload()
         tags = events.Tags()["scalars"]
-        assert "eval/clean_accuracy" in tags, name
-        trained = name not in ("zeroshot", "coop_under_baple")
-        for tag in ("eval/clean_accuracy", "eval/backdoor_accuracy"):
-            if tag in tags or trained:
-                assert len(events.Scalars(tag)) >= (3 if trained else 1), (name, tag)
-    assert "eval/backdoor_accuracy" in EventAccumulator(str(tmp_path / "out" / "coop_under_baple")).Reload().Tags()["scalars"]
+        points = 3 if name not in ("zeroshot", "coop_under_baple") else 1  # those two never train
+        measured = ["eval/clean_accuracy"] + (["eval/backdoor_accuracy"] if results[name]["backdoor"] else [])
+        for tag in measured:
+            assert tag in tags and len(events.Scalars(tag)) >= points, (name, tag)
+    assert results["coop_under_baple"]["backdoor"] and results["baple"]["backdoor"]
 
     baple, coop_under_trigger = results["baple"], results["coop_under_baple"]
     gap = baple["backdoor"]["asr_non_target"] - coop_under_trigger["backdoor"]["asr_non_target"]
