@@ -294,6 +294,17 @@ def test_every_run_writes_curves_by_default_on_a_recorded_subset(standins, synth
     assert _event_steps(tmp_path / "cross")["eval/backdoor_accuracy"] == [1]
 
 
+@pytest.mark.parametrize("key, value", [("TEST.EVAL_FREQ", -2), ("TEST.EVAL_SUBSET", -1)])
+def test_impossible_evaluation_schedule_is_one_line_input_error(standins, synthetic_root, tmp_path, key, value):
+    from common.errors import InputError
+    from trainers.base import BackdoorTrainer
+
+    cfg = run_cfg("CoOp", synthetic_root, tmp_path, standins[BACKBONE], backbone=BACKBONE, **{key: value})
+    with pytest.raises(InputError, match=f"{key} {value}") as error:
+        BackdoorTrainer.check_cfg(cfg)
+    assert "\n" not in str(error.value)
+
+
 def _check_png(path):
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("L"), dtype=float)
