@@ -472,12 +472,18 @@ def precision_problem(prec, device_type):
     try:
         device = torch.device(device_type)
         dtype = torch.float16 if prec == "fp16" else torch.float32
-        layer = nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.LayerNorm(8)).to(device, dtype)
+        # The probe's layer draws its weights from a random state of its own: a run's numbers must not
+        # depend on whether an earlier run in the same process (the quickstart, the tests) cached the probe.
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else []):
+            layer = nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.LayerNorm(8)).to(device, dtype)
         scaler = torch.amp.GradScaler(device_type, enabled=prec == "amp")
         optim = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
-        with torch.autocast(device_type, dtype=AUTOCAST_DTYPES[prec]) if prec in AUTOCAST_DTYPES else nullcontext():
+        # enable_grad: the first probe may come from inside a caller's no_grad (a run rebuilt for evaluation),
+        # and its answer is cached for the whole process.
+        with torch.enable_grad(), (torch.autocast(device_type, dtype=AUTOCAST_DTYPES[prec])
+                                   if prec in AUTOCAST_DTYPES else nullcontext()):
             loss = layer(torch.ones(2, 8, device=device, dtype=dtype)).float().square().mean()
-        scaler.scale(loss).backward()
+            scaler.scale(loss).backward()
         scaler.step(optim)
         scaler.update()
     except (RuntimeError, NotImplementedError, TypeError, ValueError) as e:
