@@ -56,7 +56,7 @@ def _table_rows(printed, descriptions):
 
 
 def test_quickstart_backdoor_lives_in_the_prompt_and_table_matches_results(tmp_path, capsys, record_property):
-    # The demo's settings but half its epochs (about 80 s on two cores instead of 140 s); the README's
+    # The demo's settings but half its epochs (about 125 s on a shared two-core machine, curves included); the README's
     # numbers come from the full demo.
     results = quickstart.main(["--output", str(tmp_path / "out"), "--data", str(tmp_path / "data"),
                                "--set", "OPTIM.MAX_EPOCH", "10"])
