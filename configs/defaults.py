@@ -33,7 +33,11 @@ def extend_cfg(cfg):
     # under its own output so that nothing is written into the data).
     cfg.DATASET.FEWSHOT_CACHE_DIR = ""
 
-    cfg.TEST.EVAL_FREQ = 0  # evaluate CA/BA every N epochs during training (0: only at the end)
+    # Evaluate CA/BA/ASR every N epochs during training for TensorBoard's curves (0: only at the end; -1: auto,
+    # every max(1, MAX_EPOCH // 5) epochs, so a run has five points), on at most EVAL_SUBSET test images (a fixed
+    # subset drawn with SEED, recorded in results.json; 0: the whole test set). The final test uses every image.
+    cfg.TEST.EVAL_FREQ = -1
+    cfg.TEST.EVAL_SUBSET = 1000
 
     # Every trainer's precision, with CoOp's meanings: fp16 (the whole model, the context and BAPLe's noise in half
     # precision), amp (fp16 autocast and a gradient scaler), fp32; amp_bf16 (bf16 autocast, no scaler).

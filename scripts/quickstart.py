@@ -151,8 +151,8 @@ def results_table(rows):
 
 def main(argv=None):
     parser = cli.parser("python -m scripts.quickstart", __doc__.split("\n\n")[0])
-    parser.epilog = ("Outputs: one folder per run with results.json, log.txt, tensorboard/ and checkpoints; "
-                     "trigger.png in the BAPLe run.")
+    parser.epilog = ("Outputs: one folder per run with results.json, log.txt, its TensorBoard event file and "
+                     "checkpoints; trigger.png in the BAPLe run.")
     cli.add_output_dir(parser, default="output/quickstart", help="folder of the runs (default %(default)s)")
     cli.add_root(parser, default="data/quickstart", help="DATASET.ROOT, where the synthetic Kather is generated "
                  "if missing (default %(default)s)")
@@ -177,13 +177,10 @@ def main(argv=None):
                 cli.overrides(args))
     for number, (name, description, argv_run) in enumerate(runs, start=1):
         run_start = time.time()
-        print(f"[{number}/{len(runs)}] {description} ...", end=" ", flush=True)
-        try:
-            run_train(argv_run, args.verbose)
-        except BaseException:
-            print(flush=True)  # end the progress line: the error's one line is a line of its own
-            raise
-        print(f"{time.time() - run_start:.0f} s")
+        # On its own line: a training run's epoch bar (stderr, on a terminal) draws on the line below it.
+        print(f"[{number}/{len(runs)}] {description} ...", flush=True)
+        run_train(argv_run, args.verbose)
+        print(f"[{number}/{len(runs)}] {time.time() - run_start:.0f} s")
 
     from scripts.figures import save_trigger_picture
 

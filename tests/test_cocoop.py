@@ -214,7 +214,7 @@ def test_badclip_resumed_from_an_epoch_checkpoint_ends_as_an_uninterrupted_run_a
     assert torch.equal(clean.eval_trigger().delta.detach(), evaluated.trigger.delta.detach())
     clean.test()
     assert read_json(tmp_path / "clean" / "results.json")["backdoor"]["accuracy"] is not None
-    assert glob.glob(str(whole / "tensorboard" / "*"))
+    assert glob.glob(str(whole / "events.out.tfevents.*"))
 
 
 def test_defend_and_figures_run_on_badclip_and_cocoop_runs(standins, synthetic_root, tmp_path):

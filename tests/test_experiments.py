@@ -1,5 +1,6 @@
 """Sweeps, the report, TensorBoard logging and figures, on the offline stand-ins and synthetic data."""
 import glob
+import io
 import json
 import os
 import re
@@ -227,7 +228,8 @@ def test_tensorboard_logs_losses_lr_noise_evaluations_and_trigger_images(standin
                                 "BACKDOOR.POISON_COUNT": 2}))
 
     evaluated, plain = run("eval", 1), run("plain", 0)
-    events = EventAccumulator(str(tmp_path / "eval" / "tensorboard"))
+    assert not (tmp_path / "eval" / "tensorboard").exists()  # events in the run folder: TensorBoard names runs by it
+    events = EventAccumulator(str(tmp_path / "eval"))
     events.Reload()
     tags = events.Tags()
     assert {"train/loss_clean", "train/loss_poison", "train/lr", "train/noise_linf", "eval/clean_accuracy",
@@ -243,9 +245,64 @@ def test_tensorboard_logs_losses_lr_noise_evaluations_and_trigger_images(standin
     # Evaluating along the way changes nothing in the training itself.
     assert torch.equal(evaluated.prompt_learner.ctx, plain.prompt_learner.ctx)
     assert torch.equal(evaluated.trigger.noise.delta, plain.trigger.noise.delta)
-    plain_events = EventAccumulator(str(tmp_path / "plain" / "tensorboard"))
+    assert "test/clean_accuracy" not in tags["scalars"]  # the final test is eval/*'s last point, not a copy of it
+    plain_events = EventAccumulator(str(tmp_path / "plain"))
     plain_events.Reload()
     assert [e.step for e in plain_events.Scalars("eval/backdoor_accuracy")] == [3]  # EVAL_FREQ 0: the end only
+
+
+def _event_steps(run_dir):
+    """{scalar tag: [steps]} of the event file directly in ``run_dir`` (TensorBoard's own reader)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert glob.glob(os.path.join(run_dir, "events.out.tfevents.*")), f"no event file in {run_dir}"
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_every_run_writes_curves_by_default_on_a_recorded_subset(standins, synthetic_root, tmp_path, monkeypatch):
+    from helpers_runs import build
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    baple = train(run_cfg("BAPLe", synthetic_root, tmp_path / "baple", standins[BACKBONE], backbone=BACKBONE,
+                          **{"OPTIM.MAX_EPOCH": 5, "DATASET.NUM_SHOTS": 4, "BACKDOOR.POISON_COUNT": 2,
+                             "TEST.EVAL_SUBSET": 6}))
+    assert "3/5" in terminal.getvalue() and "epoch" in terminal.getvalue()  # the epoch bar on a terminal
+    steps = _event_steps(tmp_path / "baple")  # TEST.EVAL_FREQ auto: every max(1, 5 // 5) epochs
+    for tag in ("eval/clean_accuracy", "eval/backdoor_accuracy", "eval/backdoor_asr_non_target"):
+        assert steps[tag] == [1, 2, 3, 4, 5], tag
+    assert not any(tag.startswith("test/") for tag in steps)
+    results = read(tmp_path / "baple" / "results.json")
+    subset = results["eval_subset"]
+    assert subset["size"] == 6 and subset["seed"] == 1 and len(set(subset["indices"])) == 6
+    assert [len(e.labels) for _, e in baple.evaluations] == [6, 6, 6, 6, 20]  # the final test: every image
+    assert results["num_test"] == 20
+
+    zero_shot = build(run_cfg("ZeroShot", synthetic_root, tmp_path / "zeroshot", standins[BACKBONE], backbone=BACKBONE))
+    zero_shot.train()
+    assert _event_steps(tmp_path / "zeroshot")["eval/clean_accuracy"] == [1]
+    cross = build(run_cfg("CoOp", synthetic_root, tmp_path / "cross", standins[BACKBONE], backbone=BACKBONE,
+                          **{"BACKDOOR.EVAL_TRIGGER": str(tmp_path / "baple")}))
+    cross.test()  # what train.py --eval-only does after loading the weights
+    assert _event_steps(tmp_path / "cross")["eval/backdoor_accuracy"] == [1]
+
+
+@pytest.mark.parametrize("key, value", [("TEST.EVAL_FREQ", -2), ("TEST.EVAL_SUBSET", -1)])
+def test_impossible_evaluation_schedule_is_one_line_input_error(standins, synthetic_root, tmp_path, key, value):
+    from common.errors import InputError
+    from trainers.base import BackdoorTrainer
+
+    cfg = run_cfg("CoOp", synthetic_root, tmp_path, standins[BACKBONE], backbone=BACKBONE, **{key: value})
+    with pytest.raises(InputError, match=f"{key} {value}") as error:
+        BackdoorTrainer.check_cfg(cfg)
+    assert "\n" not in str(error.value)
 
 
 def _check_png(path):

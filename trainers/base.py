@@ -12,6 +12,7 @@
 import functools
 import os
 import os.path as osp
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import yaml
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from clip_models import build_backbone
@@ -112,6 +114,9 @@ class BackdoorTrainer(TrainerX):
     def __init__(self, cfg):
         self._created = time.time()
         self._other_run_trigger = None  # BACKDOOR.EVAL_TRIGGER's trigger, loaded on first use
+        self._eval_loader = None  # the evaluations along the way (TEST.EVAL_SUBSET), built on first use
+        self.eval_subset = None  # {size, seed, indices} of that subset when the test set is larger
+        self._epoch_bar = None
         self.evaluations = []  # (epochs done, Evaluation) of every test-set evaluation during train() and test()
         super().__init__(cfg)
         # amp: scale the loss so small fp16 gradients do not flush to zero; otherwise a pass-through.
@@ -141,6 +146,9 @@ class BackdoorTrainer(TrainerX):
             from .run import Run
 
             Run.open(b.EVAL_TRIGGER, what="BACKDOOR.EVAL_TRIGGER")
+        if cfg.TEST.EVAL_FREQ < -1 or cfg.TEST.EVAL_SUBSET < 0:
+            raise InputError(f"TEST.EVAL_FREQ {cfg.TEST.EVAL_FREQ} / TEST.EVAL_SUBSET {cfg.TEST.EVAL_SUBSET}: give an "
+                             "evaluation every N >= 1 epochs (0: only at the end, -1: auto) and a subset size >= 0")
         if b.TRIGGER_STAGE not in TRIGGER_STAGES:
             raise InputError(f"BACKDOOR.TRIGGER_STAGE {b.TRIGGER_STAGE!r} is unknown; "
                              f"choose from {', '.join(TRIGGER_STAGES)}")
@@ -315,30 +323,78 @@ class BackdoorTrainer(TrainerX):
 
     def test(self, split=None):
         """Evaluate the test (or, ``split="val"``, the val) set, write ``results.json`` (test split) and
-        return the clean accuracy in percent: Dassl's ``test`` contract, the only place of percent."""
+        return the clean accuracy in percent: Dassl's ``test`` contract, the only place of percent. A run
+        that never trained (zero-shot, ``--eval-only``) opens its event file here, so it has one too."""
         split = split or self.cfg.TEST.SPLIT
         val = split == "val" and self.val_loader is not None
         evaluation = self.evaluate(self.val_loader if val else self.test_loader)
         metrics = evaluation.metrics()
-        for section, values in metrics.items():
-            for key, value in (values or {}).items():
+        if split == "val":
+            for key, value in metrics["clean"].items():
                 if value is not None and np.isscalar(value):
-                    self.write_scalar(f"test/{section}_{key}", value, self.epoch)
+                    self.write_scalar(f"val/clean_{key}", value, self.epoch)
         if split == "test":
+            untrained = self._writer is None
+            if untrained:
+                self.init_writer(self.cfg.OUTPUT_DIR)
             self.evaluations.append((self.epoch + 1, evaluation))
             self.write_results(metrics)
             self.log_evaluation(metrics, self.epoch + 1)
+            if untrained:
+                self.close_writer()
+                self._writer = None  # Dassl's close_writer leaves the closed writer in place
         return 100.0 * evaluation.clean["accuracy"]
 
+    def init_writer(self, log_dir):
+        """Event files go in the run folder itself, not Dassl's ``OUTPUT_DIR/tensorboard``, so that
+        ``tensorboard --logdir`` over a sweep names each run by its folder."""
+        if osp.basename(log_dir) == "tensorboard" and osp.isdir(log_dir) and not os.listdir(log_dir):
+            os.rmdir(log_dir)  # the empty folder Dassl's before_train made
+        super().init_writer(self.cfg.OUTPUT_DIR)
+
+    def eval_every(self):
+        """``TEST.EVAL_FREQ`` resolved: -1 (auto) is every max(1, MAX_EPOCH // 5) epochs."""
+        freq = self.cfg.TEST.EVAL_FREQ
+        return max(1, self.max_epoch // 5) if freq == -1 else freq
+
+    def eval_loader(self):
+        """The evaluations along the way run on the test loader or, when the test set holds more than
+        ``TEST.EVAL_SUBSET`` images, on a fixed subset of that many, drawn with ``SEED`` by a generator of
+        its own (the training's random state is untouched); ``eval_subset`` records it for results.json."""
+        if self._eval_loader is None:
+            loader, size, seed = self.test_loader, self.cfg.TEST.EVAL_SUBSET, max(self.cfg.SEED, 0)
+            if 0 < size < len(loader.dataset):
+                picks = np.random.default_rng(seed).choice(len(loader.dataset), size, replace=False)
+                self.eval_subset = {"size": size, "seed": seed, "indices": sorted(picks.tolist())}
+                loader = DataLoader(Subset(loader.dataset, self.eval_subset["indices"]), batch_size=loader.batch_size,
+                                    num_workers=loader.num_workers, pin_memory=loader.pin_memory)
+            self._eval_loader = loader
+        return self._eval_loader
+
+    def before_train(self):
+        super().before_train()
+        # An epoch bar on stderr (on a terminal only) when the run is not VERBOSE (then the engine's log
+        # lines show progress): the quickstart's runs, which print nothing else, still show where they are.
+        self._epoch_bar = tqdm(total=self.max_epoch, initial=self.start_epoch, unit="epoch", leave=False,
+                               desc=osp.basename(osp.normpath(self.cfg.OUTPUT_DIR)), file=sys.stderr,
+                               dynamic_ncols=True, disable=True if self.cfg.VERBOSE else None)
+
+    def after_train(self):
+        if self._epoch_bar is not None:
+            self._epoch_bar.close()
+        super().after_train()
+
     def after_epoch(self):
-        """The engine's checkpointing, then every ``TEST.EVAL_FREQ`` epochs an evaluation logged to
+        """The engine's checkpointing, then every ``eval_every()`` epochs an evaluation logged to
         TensorBoard (skipped after the last epoch when the final test follows: it logs the same)."""
         super().after_epoch()
-        freq, done = self.cfg.TEST.EVAL_FREQ, self.epoch + 1
+        if self._epoch_bar is not None:
+            self._epoch_bar.update()
+        freq, done = self.eval_every(), self.epoch + 1
         final_test_follows = done == self.max_epoch and not self.cfg.TEST.NO_TEST
         if freq > 0 and done % freq == 0 and not final_test_follows:
             rng = get_rng_state()  # evaluating must not change the training that follows, nor a resumed run
-            evaluation = self.evaluate()
+            evaluation = self.evaluate(self.eval_loader())
             set_rng_state(rng)
             self.evaluations.append((done, evaluation))
             self.log_evaluation(evaluation.metrics(), done)
@@ -375,6 +431,7 @@ class BackdoorTrainer(TrainerX):
             "num_train": len(self.dm.dataset.train_x),
             "num_test": len(self.dm.dataset.test),
             "poison": self.poison_plan.as_dict(),
+            "eval_subset": self.eval_subset,  # the test images of the curves along the way (None: all of them)
             "trainable_params": self.trainable_parameters(),
             "backbone_params": sum(p.numel() for p in backbone.parameters()),
             **metrics,
@@ -422,12 +479,18 @@ def _precision_probe(prec, device_type):
     try:
         device = torch.device(device_type)
         dtype = torch.float16 if prec == "fp16" else torch.float32
-        layer = nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.LayerNorm(8)).to(device, dtype)
+        # The probe's layer draws its weights from a random state of its own: a run's numbers must not
+        # depend on whether an earlier run in the same process (the quickstart, the tests) cached the probe.
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else []):
+            layer = nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.LayerNorm(8)).to(device, dtype)
         scaler = torch.amp.GradScaler(device_type, enabled=prec == "amp")
         optim = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
-        with torch.autocast(device_type, dtype=AUTOCAST_DTYPES[prec]) if prec in AUTOCAST_DTYPES else nullcontext():
+        # enable_grad: the first probe may come from inside a caller's no_grad (a run rebuilt for evaluation),
+        # and its answer is cached for the whole process.
+        with torch.enable_grad(), (torch.autocast(device_type, dtype=AUTOCAST_DTYPES[prec])
+                                   if prec in AUTOCAST_DTYPES else nullcontext()):
             loss = layer(torch.ones(2, 8, device=device, dtype=dtype)).float().square().mean()
-        scaler.scale(loss).backward()
+            scaler.scale(loss).backward()
         scaler.step(optim)
         scaler.update()
     except (RuntimeError, NotImplementedError, TypeError, ValueError) as e:

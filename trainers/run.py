@@ -2,7 +2,7 @@
 
 A run folder is what ``train.py`` leaves in ``OUTPUT_DIR``: ``results.json`` (metrics, the run's
 facts and a full dump of its config), one checkpoint folder per registered model
-(``prompt_learner/``, ``trigger/``, ...), ``log.txt`` and ``tensorboard/``. Everything that reads a
+(``prompt_learner/``, ``trigger/``, ...), ``log.txt`` and its TensorBoard event file. Everything that reads a
 finished run (``scripts.report``, ``scripts.figures``, ``scripts.defend``, the quickstart, the
 sweep's "finished" check, ``BACKDOOR.EVAL_TRIGGER``) goes through ``Run``.
 
