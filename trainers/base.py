@@ -468,14 +468,7 @@ def run_device(cfg):
 @functools.lru_cache(maxsize=None)
 def precision_problem(prec, device_type):
     """Why ``prec`` cannot train on ``device_type`` (a one-step probe of what a run does: a linear
-    layer, GELU and LayerNorm forward and backward, then an SGD step), or None when it can. The probe
-    runs with gradients on whatever the caller's mode (figures and defences build trainers under
-    ``no_grad``) and leaves the random state as it found it (a seeded run's draws stay the same)."""
-    with torch.enable_grad(), torch.random.fork_rng(devices=[] if device_type == "cpu" else None):
-        return _precision_probe(prec, device_type)
-
-
-def _precision_probe(prec, device_type):
+    layer, GELU and LayerNorm forward and backward, then an SGD step), or None when it can."""
     try:
         device = torch.device(device_type)
         dtype = torch.float16 if prec == "fp16" else torch.float32
