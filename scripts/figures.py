@@ -16,7 +16,8 @@
   triggered: of the image features (the paper's Figure 3; the frozen encoder's, so a prompt-side
   backdoor cannot show there) and of the class-score vectors (softmax over the classes under the
   learned prompts), where it does. Each panel states the share of triggered non-target images
-  whose nearest clean class centre is the target class (``target_share``). ``--trigger-from`` takes
+  in the target class's cluster (``target_share``: nearest its clean centre
+  in the image-feature view, scored highest in the class-score view). ``--trigger-from`` takes
   the trigger of another run, e.g. to look at a clean model under BAPLe's trigger.
 
 Titles name the method, backbone, dataset and seed, and say "demo model" / "synthetic data" when
@@ -194,17 +195,31 @@ def embed_test_images(run_dir, max_images=400, trigger_from="", data_root=None):
             "run": run, "trainer_cfg": cfg}
 
 
-def target_share(clean, triggered, labels, target):
-    """The share of triggered images of non-target classes whose nearest clean class centre (the mean
-    of that class's clean points, Euclidean) is the target class's: how far the trigger moves them
-    onto the target's cluster in this view (1.0: all of them; about 1/C: none)."""
+def nearest_clean_centre(clean, triggered, labels):
+    """For each triggered point, the class whose clean points' mean is nearest (Euclidean)."""
     classes = labels.unique()
     centres = torch.stack([clean[labels == c].mean(0) for c in classes])
+    return classes[torch.cdist(triggered.double(), centres.double()).argmin(1)]
+
+
+def highest_score(clean, triggered, labels):
+    """For each triggered point, the class of its highest score: the nearest vertex of the simplex."""
+    return triggered.argmax(1)
+
+
+# How each view places a triggered image into a class's cluster. Image features: the clean class
+# centres (the encoder's own geometry, the same for every prompt). Class scores: the class the
+# learned prompts give the highest score, i.e. the prediction.
+CLUSTER_OF = {"image features": nearest_clean_centre, "class scores": highest_score}
+
+
+def target_share(view, clean, triggered, labels, target):
+    """The share of triggered images of non-target classes that ``view`` places in the target class's
+    cluster (``CLUSTER_OF``): 1.0, all of them; near 1/C or below, the trigger does not move them there."""
     rows = labels != target
     if not rows.any():
         return float("nan")
-    nearest = classes[torch.cdist(triggered[rows].double(), centres.double()).argmin(1)]
-    return float((nearest == target).double().mean())
+    return float((CLUSTER_OF[view](clean, triggered[rows], labels) == target).double().mean())
 
 
 def save_tsne(run_dir, path=None, max_images=400, trigger_from="", data_root=None, dpi=DEFAULT_DPI, fmt="png"):
@@ -223,7 +238,7 @@ def save_tsne(run_dir, path=None, max_images=400, trigger_from="", data_root=Non
     fig, axes = plt.subplots(1, 2, figsize=(11.5, 5.2))
     shares = {}
     for ax, (view, (clean, triggered)) in zip(axes, embedded["views"].items()):
-        shares[view] = target_share(clean, triggered, labels, target)
+        shares[view] = target_share(view, clean, triggered, labels, target)
         features = torch.cat([clean, triggered]).numpy()
         print(f"t-SNE of {len(features)} {view} vectors ...", flush=True)
         perplexity = min(30.0, (len(features) - 1) / 3)
@@ -235,8 +250,9 @@ def save_tsne(run_dir, path=None, max_images=400, trigger_from="", data_root=Non
             ax.scatter(points[n:][rows, 0], points[n:][rows, 1], s=18, marker="x", color=colours(label))
         ax.set_xticks([])
         ax.set_yticks([])
+        placed = "nearest the target's clean centre" if view == "image features" else "scored highest as the target"
         ax.set_title(f"{view}: {shares[view]:.0%} of triggered non-target images\n"
-                     f"nearest the target's ({names[target]}) clean centre", fontsize=8)
+                     f"{placed} ({names[target]})", fontsize=8)
     axes[-1].scatter([], [], marker="o", color="grey", label="clean")
     axes[-1].scatter([], [], marker="x", color="grey", label="triggered")
     axes[-1].legend(fontsize=7, **LEGEND_OUTSIDE)

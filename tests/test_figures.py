@@ -1,0 +1,89 @@
+"""``scripts.figures``: the file format follows the extension, PNGs carry the requested dpi, and the
+t-SNE's prompt-side view shows BAPLe's backdoor where the image-feature view cannot.
+
+Runs: the old CoOp run and the BAPLe run started from it (``fixtures/old_runs``, see test_runs.py),
+copied to a new place; BAPLe's stored results say its backdoor works (ASR 1.0 on the stand-in)."""
+import os
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from common.errors import InputError
+from scripts import figures
+from trainers.display import pyplot, save_figure
+from trainers.run import Run
+
+OLD_RUNS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "old_runs")
+
+
+@pytest.fixture
+def runs(tmp_path, standins, synthetic_root):
+    root = tmp_path / "sweep"
+    shutil.copytree(OLD_RUNS, root)
+    return root
+
+
+def small_figure():
+    fig, ax = pyplot().subplots(figsize=(2, 1.5))
+    ax.plot([0, 1], [1, 0])
+    return fig
+
+
+@pytest.mark.parametrize("ext, magic", [(".pdf", b"%PDF"), (".svg", b"<svg"), (".png", b"\x89PNG")])
+def test_the_extension_decides_the_format(tmp_path, ext, magic):
+    path = save_figure(small_figure(), str(tmp_path / f"f{ext}"))
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    assert head.startswith(magic) if ext != ".svg" else magic in head
+    assert not [name for name in os.listdir(tmp_path) if ".tmp-" in name]  # written atomically
+
+
+def test_png_carries_the_requested_dpi(tmp_path):
+    for dpi in (72, 300):
+        path = save_figure(small_figure(), str(tmp_path / f"f{dpi}.png"), dpi=dpi)
+        assert Image.open(path).info["dpi"] == pytest.approx((dpi, dpi), abs=0.5)
+
+
+def test_an_unknown_extension_is_a_one_line_input_error(tmp_path):
+    with pytest.raises(InputError, match=r"unknown extension '\.jpg'.*\.png.*\.pdf.*\.svg") as error:
+        save_figure(small_figure(), str(tmp_path / "f.jpg"))
+    assert "\n" not in str(error.value)
+    assert not os.listdir(tmp_path)
+
+
+def test_trigger_picture_as_pdf_at_a_dpi(runs, synthetic_root):
+    assert figures.main(["trigger", str(runs / "baple"), "--data-root", synthetic_root, "--format", "pdf",
+                         "--dpi", "90"]) == 0
+    with open(runs / "baple" / "trigger.pdf", "rb") as f:
+        assert f.read(4) == b"%PDF"
+
+
+def test_image_view_is_the_same_for_baple_and_clean_coop_the_class_score_view_is_each_ones_asr(runs, synthetic_root):
+    """BAPLe under its own trigger and clean CoOp under the same trigger: one frozen image encoder and
+    the same triggered images, so the image-feature view is identical; the class-score view is each
+    model's own attack success (checked against ``evaluate`` on the same images: the whole test set).
+    On these random-weight stand-ins BAPLe's learned noise also fools the clean CoOp prompt (both 1.0);
+    the views' difference is what a prompt-side backdoor needs: image features 0.0, class scores 1.0."""
+    _, baple = figures.save_tsne(str(runs / "baple"), max_images=20, data_root=synthetic_root)
+    _, coop = figures.save_tsne(str(runs / "coop"), max_images=20, trigger_from=str(runs / "baple"),
+                                data_root=synthetic_root, fmt="svg")
+    assert baple["image features"] == coop["image features"] == 0.0
+    for name, shares, opts in (("baple", baple, []), ("coop", coop, ["BACKDOOR.EVAL_TRIGGER", str(runs / "baple")])):
+        trainer = Run.open(runs / name).build_trainer(["DATASET.ROOT", synthetic_root] + opts)
+        assert len(trainer.test_loader.dataset) == 20
+        assert shares["class scores"] == pytest.approx(trainer.evaluate().backdoor["asr_non_target"])
+    assert baple["class scores"] == 1.0
+    assert (runs / "coop" / "tsne.svg").is_file() and (runs / "baple" / "tsne.png").is_file()
+
+
+def test_target_share_reads_each_view_its_own_way():
+    """Image features: nearest clean class centre; class scores: the highest score. Two classes, target 0."""
+    labels = torch.tensor([0, 0, 1, 1])
+    clean = torch.tensor([[0.0, 0.0], [0.0, 0.2], [4.0, 4.0], [4.0, 4.2]])
+    near_target = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.5, 0.5], [3.9, 4.0]])  # one of two non-target moved
+    assert figures.target_share("image features", clean, near_target, labels, 0) == 0.5
+    scores = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.55, 0.45]])
+    assert figures.target_share("class scores", scores, scores, labels, 0) == 1.0
+    assert figures.target_share("class scores", scores, scores.flip(1), labels, 0) == 0.0
