@@ -7,7 +7,8 @@
 
 - trigger: a clean test image, the triggered image, their difference and, for BAPLe, the learned
   noise alone. The difference and the noise share one colour scale, in 1/255 pixel units (the mean
-  over the RGB channels), stated in the colour bar.
+  over the RGB channels), stated in the colour bar: linear within the noise budget ±ε and
+  logarithmic beyond it when a patch changes pixels by more.
 - grid: the triggers of many runs side by side (the paper's Figures A.1-A.2): for each run the
   triggered first test image above its trigger delta, i.e. BAPLe's learned noise or, for the
   other attacks, the amplified change their trigger makes to that image. Runs without a trigger
@@ -29,6 +30,7 @@ import math
 import os.path as osp
 
 import torch
+from matplotlib import colors
 from tqdm import tqdm
 
 from common import cli
@@ -114,6 +116,14 @@ def save_trigger_picture(run_dir, path=None, data_root=None, dpi=DEFAULT_DPI, fm
                        f"(ε = {noise.eps * 255:.0f}/255)", deltas["noise"]))
     signed = [(title, (delta * 255).mean(0).numpy()) for title, delta in signed]
     scale = max(float(abs(values).max()) for _, values in signed) or 1.0
+    # One scale for both panels. With learned noise it is linear within ±ε and logarithmic beyond, so
+    # an ε-bounded noise and a patch tens of times larger both stay readable on it.
+    linear = trigger.noise.eps * 255 if "noise" in deltas else None
+    if linear is not None and scale > linear:
+        norm = colors.SymLogNorm(linthresh=linear, vmin=-scale, vmax=scale, base=10)
+        scale_note = f"\nlinear within ±{linear:.0f}, logarithmic beyond"
+    else:
+        norm, scale_note = colors.Normalize(vmin=-scale, vmax=scale), ""
     panels = len(signed) + 2
     fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels + 0.8, 3.6), layout="constrained")
     for ax, (title, picture) in zip(axes, [("clean", image), ("triggered", deltas["triggered"])]):
@@ -121,11 +131,13 @@ def save_trigger_picture(run_dir, path=None, data_root=None, dpi=DEFAULT_DPI, fm
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     for ax, (title, values) in zip(axes[2:], signed):
-        shown = ax.imshow(values, cmap="RdBu_r", vmin=-scale, vmax=scale)
+        shown = ax.imshow(values, cmap="RdBu_r", norm=norm)
         ax.set_title(title, fontsize=8)
         ax.axis("off")
-    fig.colorbar(shown, ax=list(axes[2:]), shrink=0.8,
-                 label="change in pixel value, 1/255 (mean over RGB)")
+    ticks = sorted({-scale, 0.0, scale} | ({-linear, linear} if scale_note else set()))
+    bar = fig.colorbar(shown, ax=list(axes[2:]), shrink=0.8, ticks=ticks,
+                       label=f"change in pixel value, 1/255 (mean over RGB){scale_note}")
+    bar.ax.set_yticklabels([f"{tick:+.0f}" if tick else "0" for tick in ticks])
     fig.suptitle(run_title(run.results, run.cfg), fontsize=10)
     return save_figure(fig, path, dpi)
 
