@@ -1,8 +1,9 @@
 """``scripts.figures``: the file format follows the extension, PNGs carry the requested dpi, and the
-t-SNE's prompt-side view shows BAPLe's backdoor where the image-feature view cannot.
+t-SNE's class-score view shows BAPLe's backdoor where the image-feature view cannot.
 
 Runs: the old CoOp run and the BAPLe run started from it (``fixtures/old_runs``, see test_runs.py),
-copied to a new place; BAPLe's stored results say its backdoor works (ASR 1.0 on the stand-in)."""
+copied to a new place (ASR 1.0 on the stand-in); and a BAPLe and a clean CoOp run trained here on
+the shipped demo model, where the two runs' class-score views differ."""
 import os
 import shutil
 
@@ -13,6 +14,7 @@ from PIL import Image
 from common.errors import InputError
 from scripts import figures
 from trainers.display import pyplot, save_figure
+from helpers_runs import run_cfg, train
 from trainers.run import Run
 
 OLD_RUNS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "old_runs")
@@ -87,3 +89,23 @@ def test_target_share_reads_each_view_its_own_way():
     scores = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.55, 0.45]])
     assert figures.target_share("class scores", scores, scores, labels, 0) == 1.0
     assert figures.target_share("class scores", scores, scores.flip(1), labels, 0) == 0.0
+
+
+def test_on_the_demo_model_the_class_score_view_separates_baple_from_clean_coop(tmp_path):
+    """The shipped demo model (``clip_models/demo``), where the backdoor lives in BAPLe's prompts:
+    under BAPLe's trigger the image-feature views are identical, the class-score views are not
+    (about 20 s on two busy CPU cores; measured: image features 0.47 for both, class scores BAPLe
+    0.81 = its ASR, clean CoOp 0.38)."""
+    from clip_models.demo import MODEL_DIR
+    from datasets.synthetic import generate
+
+    root = str(tmp_path / "data")
+    generate("kather", root, train_per_class=16, test_per_class=4, size=64, seed=0)
+    common = {"OPTIM.MAX_EPOCH": 16, "TRAINER.COOP.CSC": True}
+    train(run_cfg("CoOp", root, tmp_path / "coop", MODEL_DIR, dataset="kather", **common))
+    train(run_cfg("BAPLe", root, tmp_path / "baple", MODEL_DIR, dataset="kather", **common,
+                  **{"BACKDOOR.POISON_PERCENTAGE": 50.0}))
+    _, baple = figures.save_tsne(str(tmp_path / "baple"), max_images=36)
+    _, coop = figures.save_tsne(str(tmp_path / "coop"), max_images=36, trigger_from=str(tmp_path / "baple"))
+    assert baple["image features"] == coop["image features"]
+    assert baple["class scores"] - coop["class scores"] >= 0.2
