@@ -109,3 +109,17 @@ def test_on_the_demo_model_the_class_score_view_separates_baple_from_clean_coop(
     _, coop = figures.save_tsne(str(tmp_path / "coop"), max_images=36, trigger_from=str(tmp_path / "baple"))
     assert baple["image features"] == coop["image features"]
     assert baple["class scores"] - coop["class scores"] >= 0.2
+
+
+def test_titles_say_demo_model_and_synthetic_data_and_hold_no_path(tmp_path):
+    from clip_models.demo import MODEL_DIR
+    from configs.defaults import get_cfg
+
+    results = {"trainer": "BAPLe", "attack": "baple", "backbone": "biomedclip", "dataset": "Kather",
+               "target_name": "adipose tissue", "seed": 1}
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.WEIGHTS, cfg.DATASET.ROOT = MODEL_DIR, str(tmp_path / "data" / "quickstart")
+    title = figures.run_title(results, cfg)
+    assert "biomedclip/Kather (demo model, synthetic data)" in title and str(tmp_path) not in title
+    cfg.MODEL.BACKBONE.WEIGHTS, cfg.DATASET.ROOT = "microsoft/BiomedCLIP", str(tmp_path / "data")
+    assert "demo model" not in figures.run_title(results, cfg) and "synthetic" not in figures.run_title(results, cfg)
