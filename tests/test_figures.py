@@ -123,3 +123,11 @@ def test_titles_say_demo_model_and_synthetic_data_and_hold_no_path(tmp_path):
     assert "biomedclip/Kather (demo model, synthetic data)" in title and str(tmp_path) not in title
     cfg.MODEL.BACKBONE.WEIGHTS, cfg.DATASET.ROOT = "microsoft/BiomedCLIP", str(tmp_path / "data")
     assert "demo model" not in figures.run_title(results, cfg) and "synthetic" not in figures.run_title(results, cfg)
+
+
+def test_bad_figure_options_are_refused_before_any_work(runs, tmp_path):
+    with pytest.raises(InputError, match=r"unknown extension '\.jpg'"):
+        figures.main(["grid", str(runs), "--out", str(tmp_path / "grid.jpg")])
+    with pytest.raises(InputError, match="--dpi 0"):
+        figures.main(["trigger", str(runs / "baple"), "--dpi", "0"])
+    assert not (tmp_path / "grid.jpg").exists() and not (runs / "baple" / "trigger.png").exists()
