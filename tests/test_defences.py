@@ -246,11 +246,11 @@ class ClassZeroShare(Defence):
 
     def plot(self, report, path):
         from trainers.defences.base import plot_grid
-        from trainers.display import save_png
+        from trainers.display import save_figure
 
         fig, axes = plot_grid(1)
         axes[0].bar(["class 0"], [report["toy"]["share"]])
-        return save_png(fig, path)
+        return save_figure(fig, path)
 
     def csv_rows(self, report):
         yield {"defence": "toy", "setting": "class-0 share", "value": report["toy"]["share"]}
@@ -371,9 +371,9 @@ def test_progress_bars_over_parts_and_purifier_strengths(trained, tmp_path, caps
 
 
 def plotted_figure(module, monkeypatch):
-    """Make ``module.save_png`` keep the figure instead of writing it; returns the list it lands in."""
+    """Make ``module.save_figure`` keep the figure instead of writing it; returns the list it lands in."""
     figures = []
-    monkeypatch.setattr(module, "save_png", lambda fig, path: figures.append(fig) or path)
+    monkeypatch.setattr(module, "save_figure", lambda fig, path: figures.append(fig) or path)
     return figures
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..display import save_png
+from ..display import save_figure
 from .base import Defence, plot_grid, plot_title, progress, register_defence
 
 MAD_CONSISTENCY = 1.4826  # MAD of a normal sample times this estimates its standard deviation
@@ -183,7 +183,7 @@ class Reconstruct(Defence):
             ax.set_xlabel("class" + ("" if target is None else " (red: the backdoor target)"))
             ax.tick_params(axis="x", labelrotation=45, labelsize=7)
         fig.suptitle(f"Trigger reconstruction: {plot_title(report)}", fontsize=9)
-        return save_png(fig, path)
+        return save_figure(fig, path)
 
     def csv_rows(self, report):
         for c in report.get("reconstruct", {}).get("classes", []):

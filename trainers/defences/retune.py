@@ -19,7 +19,7 @@ from dassl_compat import DATASET_REGISTRY, TRAINER_REGISTRY
 from dassl_compat.checkpoint import get_rng_state, set_rng_state
 
 from ..coop import CoOp
-from ..display import save_png
+from ..display import save_figure
 from ..prompts import DEFAULT_TEMPLATE
 from ..validation import defaults_of_unread_keys
 from .base import Defence, ca_ba, chance_line, plot_grid, plot_title, progress, register_defence
@@ -141,7 +141,7 @@ class Retune(Defence):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         ax.set_title(f"Re-tuning: {plot_title(report)}", fontsize=9)
-        return save_png(fig, path)
+        return save_figure(fig, path)
 
     def csv_rows(self, report):
         for variant in self.VARIANTS:

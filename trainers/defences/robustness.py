@@ -23,7 +23,7 @@ from torchvision.io import decode_jpeg, encode_jpeg
 from common import tables
 from dassl_compat import Registry, register_as
 
-from ..display import pyplot, save_png
+from ..display import pyplot, save_figure
 from .base import Defence, ca_ba, chance_line, log_block, plot_grid, plot_title, progress, register_defence
 from .data import modality
 
@@ -244,7 +244,7 @@ class Robustness(Defence):
         axes[0].legend(fontsize=6)
         title = "CA (solid) and BA (dashed) under input purifiers"
         fig.suptitle(title if len(curves) > 1 else f"{title}: {plot_title(report)}", fontsize=10)
-        return save_png(fig, path)
+        return save_figure(fig, path)
 
     def csv_rows(self, report):
         for countermeasure, swept in report.get("robustness", {}).items():

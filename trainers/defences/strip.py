@@ -11,7 +11,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from . import data
-from ..display import save_png
+from ..display import save_figure
 from .base import Defence, fmt, plot_grid, plot_title, register_defence
 
 
@@ -91,7 +91,7 @@ class Strip(Defence):
         ax.legend(fontsize=7)
         auc = "n/a (no trigger)" if s["auc"] is None else f"{s['auc']:.3f}"
         ax.set_title(f"STRIP, AUC {auc}: {plot_title(report)}", fontsize=9)
-        return save_png(fig, path)
+        return save_figure(fig, path)
 
     def csv_rows(self, report):
         if "strip" in report:
