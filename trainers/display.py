@@ -43,8 +43,6 @@ def save_figure(fig, path, dpi=None):
     return path
 
 
-
-
 def amplify(delta):
     """Map a signed perturbation onto [0, 1] for display: 0.5 is zero, the largest |value| reaches 0 or 1."""
     scale = delta.abs().max().clamp_min(1e-12)
