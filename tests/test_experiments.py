@@ -274,7 +274,8 @@ def test_every_run_writes_curves_by_default_on_a_recorded_subset(standins, synth
     baple = train(run_cfg("BAPLe", synthetic_root, tmp_path / "baple", standins[BACKBONE], backbone=BACKBONE,
                           **{"OPTIM.MAX_EPOCH": 5, "DATASET.NUM_SHOTS": 4, "BACKDOOR.POISON_COUNT": 2,
                              "TEST.EVAL_SUBSET": 6}))
-    assert "3/5" in terminal.getvalue() and "epoch" in terminal.getvalue()  # the epoch bar on a terminal
+    # The epoch bar on a terminal (which counts tqdm shows between refreshes depends on timing: not asserted).
+    assert "0/5 [" in terminal.getvalue() and "epoch/s" in terminal.getvalue()
     steps = _event_steps(tmp_path / "baple")  # TEST.EVAL_FREQ auto: every max(1, 5 // 5) epochs
     for tag in ("eval/clean_accuracy", "eval/backdoor_accuracy", "eval/backdoor_asr_non_target"):
         assert steps[tag] == [1, 2, 3, 4, 5], tag
