@@ -8,7 +8,7 @@ plain tensors and numbers, atomic writes, ``weights_only=True`` loading.
 import importlib.util
 import os
 
-from .builtin.utils import read_json, write_json
+from .builtin.utils import read_json, run_device, write_json
 from .checkpoint import load_checkpoint, save_checkpoint
 
 _requested = os.environ.get("BAPLE_ENGINE", "").strip().lower()
@@ -47,6 +47,6 @@ __all__ = [
     "BACKEND", "DATASET_REGISTRY", "DataManager", "DatasetBase", "DatasetWrapper", "Datum",
     "Registry", "SimpleTrainer", "TRAINER_REGISTRY", "TrainerX", "build_dataset", "build_evaluator", "build_lr_scheduler",
     "build_optimizer", "build_trainer", "build_transform", "collect_env_info", "compute_accuracy",
-    "count_num_param", "get_cfg_default", "load_checkpoint", "mkdir_if_missing", "read_json", "register_as", "save_checkpoint",
+    "count_num_param", "get_cfg_default", "load_checkpoint", "mkdir_if_missing", "read_json", "register_as", "run_device", "save_checkpoint",
     "set_random_seed", "setup_logger", "write_json",
 ]

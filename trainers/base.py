@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from clip_models import build_backbone
 from common.errors import InputError
-from dassl_compat import TRAINER_REGISTRY, DataManager, TrainerX, register_as, write_json
+from dassl_compat import TRAINER_REGISTRY, DataManager, TrainerX, register_as, run_device, write_json
 from dassl_compat.checkpoint import get_rng_state, set_rng_state
 from datasets.wrapper import ImageDataset
 
@@ -460,11 +460,6 @@ def register_trainer(cls):
         print(f"TRAINER_REGISTRY already holds another {cls.__name__}; the project's is registered as {name}")
     cls.registry_name = name
     return register_as(TRAINER_REGISTRY, name)(cls)
-def run_device(cfg):
-    """The device a run of ``cfg`` trains on, chosen as Dassl chooses it."""
-    return torch.device("cuda" if torch.cuda.is_available() and cfg.USE_CUDA else "cpu")
-
-
 @functools.lru_cache(maxsize=None)
 def precision_problem(prec, device_type):
     """Why ``prec`` cannot train on ``device_type`` (a one-step probe of what a run does: a linear

@@ -18,7 +18,7 @@ from ..checkpoint import CheckpointingMixin
 from .data import DataManager
 from .evaluation import build_evaluator
 from .registry import Registry
-from .utils import AverageMeter, MetricMeter, mkdir_if_missing, tolist_if_not
+from .utils import AverageMeter, MetricMeter, mkdir_if_missing, run_device, tolist_if_not
 
 TRAINER_REGISTRY = Registry("TRAINER")
 
@@ -154,7 +154,7 @@ class SimpleTrainer(TrainerBase):
     def __init__(self, cfg):
         super().__init__()
         self.check_cfg(cfg)
-        self.device = torch.device("cuda" if torch.cuda.is_available() and cfg.USE_CUDA else "cpu")
+        self.device = run_device(cfg)
         self.start_epoch = self.epoch = 0
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
         self.output_dir = cfg.OUTPUT_DIR

@@ -144,3 +144,9 @@ class MetricMeter:
 
     def __str__(self):
         return self.delimiter.join(f"{n} {m.val:.4f} ({m.avg:.4f})" for n, m in self.meters.items())
+
+
+def run_device(cfg):
+    """The device a run of ``cfg`` trains on, chosen as Dassl chooses it (CUDA when available and
+    ``USE_CUDA``)."""
+    return torch.device("cuda" if torch.cuda.is_available() and cfg.USE_CUDA else "cpu")
